@@ -1,0 +1,13 @@
+//! perch's edge runtime: tract inference on CPU-only devices. The `edge-runtime` binary is a
+//! thin clap layer over this library.
+
+pub mod bench;
+pub mod classify;
+pub mod device;
+pub mod error;
+pub mod int8;
+pub mod model;
+pub mod pipeline;
+pub mod report;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,20 @@
+//! perch's shared definitions: the model manifest that travels inside every exported ONNX
+//! file, the backbone catalog, labels, and the ONE preprocessing implementation that the
+//! trainer, the exporter's calibration, evaluation and the edge runtime all call.
+//!
+//! This crate never depends on tract or burn: both halves of perch can use it.
+
+pub mod backbone;
+pub mod error;
+pub mod labels;
+pub mod manifest;
+pub mod preprocess;
+
+pub use backbone::Backbone;
+pub use error::ModelsError;
+pub use labels::Labels;
+pub use manifest::{Manifest, MANIFEST_KEY};
+pub use preprocess::{ImageLimits, Preprocessing, Preprocessor, ResizeFilter, ResizePolicy};
+
+/// The perch version written into manifests and reports.
+pub const PERCH_VERSION: &str = env!("CARGO_PKG_VERSION");
