@@ -1,1 +1,3 @@
-//! (being written)
+//! `trainer export`: the trained classifier as one self-describing ONNX file.
+
+pub mod graph;
