@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# CI step: cross-build edge-runtime for aarch64, run it under qemu on the reference MobileNetV2
+# and real photos, and check it agrees with the x86 build (same top-5 classes, scores within 1e-4).
+#
+#   bash cross/test-qemu.sh
+#   PERCH_SHARED (default ../shared): weights and datasets.
+#   PERCH_CROSS_PROFILE (default release here: the deploy profile's fat LTO costs CI minutes and
+#   does not change what is being checked, the aarch64 code generation and kernels).
+#
+# Idempotent; on a fresh Debian 12 machine it installs the Debian packages it needs (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
+target=aarch64-unknown-linux-gnu
+shared=${PERCH_SHARED:-../shared}
+model=$shared/weights/mobilenet_v2_1.0_224.onnx
+labels=$shared/weights/imagenet_labels.txt
+for f in "$model" "$labels"; do
+  [ -f "$f" ] || { echo "cross/test-qemu.sh: missing $f (set PERCH_SHARED to the shared folder)" >&2; exit 1; }
+done
+
+PERCH_CROSS_PROFILE=${PERCH_CROSS_PROFILE:-release} bash cross/build.sh "$target"
+arm_bin=target/$target/release/edge-runtime
+file "$arm_bin" 2>/dev/null || true
+
+# The x86 reference: the dev-profile binary, whose dependencies the unit-test step already built.
+cargo build --locked -p edge-runtime --bin edge-runtime
+x86_bin=target/debug/edge-runtime
+
+# A handful of real photos: the first four of each class in hymenoptera/val, and the committed
+# fixture photos when there are any.
+photos=()
+for class_dir in "$shared"/datasets/hymenoptera/val/*/; do
+  while IFS= read -r p; do photos+=("$p"); done < <(find "$class_dir" -maxdepth 1 -type f | sort | head -n 4)
+done
+if [ -d tests/fixtures/photos ]; then
+  while IFS= read -r p; do photos+=("$p"); done < <(find tests/fixtures/photos -maxdepth 1 -type f | sort)
+fi
+[ ${#photos[@]} -gt 0 ] || { echo "cross/test-qemu.sh: no photos found under $shared/datasets/hymenoptera/val" >&2; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+args=(classify --model "$model" --preset mobilenetv2 --labels "$labels" --top-k 5 --json "${photos[@]}")
+"$x86_bin" "${args[@]}" > "$out/x86.json"
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" "${args[@]}" > "$out/aarch64.json"
+python3 cross/compare.py "$out/x86.json" "$out/aarch64.json" --top 5 --tol 1e-4
