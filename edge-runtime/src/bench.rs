@@ -1,1 +1,598 @@
-//! (being written)
+//! `edge-runtime bench`: latency per model × thread count (× int8 mode) on this device, and
+//! `edge-runtime bench report`: reports from several devices merged into one table and plot.
+//!
+//! Each measurement runs in its own child process (this binary re-executed with the hidden
+//! `--child` flag). Peak RSS (VmHWM) is a per-process high-water mark that never goes down:
+//! measured in one process, a small model benched after a big one would report the big one's
+//! peak. A fresh process per row also gives every row the same cold start, so `load_ms` and
+//! `first_ms` mean the same thing in every row, and tract's thread pool of one row cannot
+//! linger into the next.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use models::{Backbone, ImageLimits, Preprocessor};
+
+use crate::device::{DeviceInfo, peak_rss_mb};
+use crate::error::RuntimeError;
+use crate::int8::{self, Int8Mode};
+use crate::model::{Classifier, Execution, LoadOptions, read_proto};
+use crate::report::{BenchReport, BenchResult, MergedReport, ReportError};
+
+/// Size of the synthetic camera frame preprocessed when no `--image` is given.
+const SYNTHETIC_FRAME: (u32, u32) = (640, 480);
+/// Marks the result line in a child's stdout (anything else there is ignored).
+const CHILD_RESULT_PREFIX: &str = "PERCH_BENCH_RESULT ";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("no model given: pass --model M.onnx (repeat it to compare models)")]
+    NoModels,
+    #[error("--iterations must be at least 1 (it is the number of timed inferences)")]
+    ZeroIterations,
+    #[error("--threads must list thread counts of at least 1, e.g. --threads 1,2,4")]
+    ZeroThreads,
+    #[error("{flag} is given {given} times for {models} models: give it once (applies to every model) or once per --model, in the same order")]
+    FlagCount { flag: &'static str, given: usize, models: usize },
+    #[error("cannot use --image: {0}")]
+    Image(#[from] models::ModelsError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{model} expects {expected} input values but its preprocessing produced {got}: the manifest's input size does not match the graph")]
+    InputSize { model: PathBuf, expected: usize, got: usize },
+    #[error("cannot start the measuring process {exe}: {source}")]
+    Spawn { exe: PathBuf, source: std::io::Error },
+    #[error("measuring {model} with {threads} thread(s) failed ({status}); its error is printed above")]
+    ChildFailed { model: PathBuf, threads: usize, status: String },
+    #[error("the measuring process for {model} printed no result: {reason}")]
+    ChildOutput { model: PathBuf, reason: String },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// `edge-runtime bench`: measure models, or `edge-runtime bench report` to merge reports.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Merge reports from several devices into one table (device × model × threads) and plot.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Reports written by `edge-runtime bench --json`.
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub inputs: Vec<PathBuf>,
+    /// Write the merged table as Markdown.
+    #[arg(long, value_name = "FILE.md")]
+    pub markdown: Option<PathBuf>,
+    /// Draw p50/p90 latency bars per device × model × threads (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Write the merged machine-readable summary.
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MeasureArgs {
+    /// ONNX model to measure; repeat to compare several.
+    #[arg(long = "model", value_name = "M.onnx")]
+    pub models: Vec<PathBuf>,
+    /// Backbone preset for models without a perch manifest (as in `classify`); once for all
+    /// models or once per --model.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<Backbone>,
+    /// Labels file (as in `classify`); once for all models or once per --model.
+    #[arg(long = "labels", value_name = "FILE")]
+    pub labels: Vec<PathBuf>,
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "N,N,...")]
+    pub threads: Vec<usize>,
+    /// Untimed inferences before measuring.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Timed inferences (and timed preprocessing runs).
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Image to preprocess and classify (default: a synthetic 640x480 JPEG frame).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// For int8 (QDQ) models: measure only this mode (default: both native and weights).
+    #[arg(long, value_enum)]
+    pub int8: Option<Int8Mode>,
+    /// Write the report as JSON (merge several with `bench report`).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Write the report as a Markdown table.
+    #[arg(long, value_name = "FILE.md")]
+    pub markdown: Option<PathBuf>,
+    /// Draw this run's latency bars (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Internal: measure the one model and thread count in this process and print its row.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// One row to measure: a model with its load options at one thread count.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub load: LoadOptions,
+    pub threads: usize,
+    /// Some for int8 models: the mode this row measures.
+    pub int8_mode: Option<Int8Mode>,
+}
+
+/// Latency summary of a list of samples (ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyStats {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl LatencyStats {
+    /// None for an empty list. Percentiles are nearest-rank: the smallest sample with at
+    /// least p % of the samples at or below it (always a measured value, never interpolated).
+    pub fn from_samples(samples: &[f64]) -> Option<Self> {
+        let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        Some(LatencyStats {
+            p50: percentile(&sorted, 50.0),
+            p90: percentile(&sorted, 90.0),
+            p99: percentile(&sorted, 99.0),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// Nearest-rank percentile of an ascending, non-empty list.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The `bench` entry point: `edge-runtime bench ...` and `edge-runtime bench report ...`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(BenchCommand::Report(report)) => run_report(&report),
+        None if args.measure.child => run_child(&args.measure),
+        None => run_measure(&args.measure),
+    }
+}
+
+/// `bench report`: merge, then write whatever outputs were asked for (the table to stdout
+/// when none was).
+pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
+    let merged = MergedReport::from_files(&args.inputs)?;
+    write_outputs(&merged, args.markdown.as_deref(), args.plot.as_deref())?;
+    if let Some(path) = &args.json {
+        merged.write_json(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_outputs(merged: &MergedReport, markdown: Option<&Path>, plot: Option<&Path>) -> Result<(), ReportError> {
+    match markdown {
+        Some(path) => {
+            merged.write_markdown(path)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{}", merged.to_markdown()),
+    }
+    if let Some(path) = plot {
+        merged.write_plot(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+impl MeasureArgs {
+    /// Checks the flags and expands them into rows. Int8 models get one row per mode, which
+    /// needs a look at the graph (cheap: no tract optimisation).
+    pub fn jobs(&self) -> Result<Vec<Job>, BenchError> {
+        if self.models.is_empty() {
+            return Err(BenchError::NoModels);
+        }
+        if self.iterations == 0 {
+            return Err(BenchError::ZeroIterations);
+        }
+        if self.threads.is_empty() || self.threads.contains(&0) {
+            return Err(BenchError::ZeroThreads);
+        }
+        let n = self.models.len();
+        let presets = per_model("--preset", &self.presets, n)?;
+        let labels = per_model("--labels", &self.labels, n)?;
+        let mut threads = self.threads.clone();
+        threads.dedup();
+        let mut jobs = Vec::new();
+        for (i, model) in self.models.iter().enumerate() {
+            if !model.is_file() {
+                return Err(RuntimeError::ModelMissing { path: model.clone() }.into());
+            }
+            let modes = if int8::is_qdq(&read_proto(model)?) {
+                match self.int8 {
+                    Some(Int8Mode::Auto) | None => vec![Some(Int8Mode::Native), Some(Int8Mode::Weights)],
+                    Some(mode) => vec![Some(mode)],
+                }
+            } else {
+                vec![None]
+            };
+            for &t in &threads {
+                for &mode in &modes {
+                    let load = LoadOptions {
+                        model: model.clone(),
+                        preset: presets[i].copied(),
+                        labels: labels[i].cloned(),
+                        threads: Some(t),
+                        int8: mode.unwrap_or_default(),
+                    };
+                    jobs.push(Job { load, threads: t, int8_mode: mode });
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Arguments for a child measuring `job` (the same settings, one row).
+    fn child_args(&self, job: &Job) -> Vec<String> {
+        let mut a = vec!["bench".to_string(), "--child".into(), "--model".into(), path_arg(&job.load.model)];
+        if let Some(p) = job.load.preset {
+            a.extend(["--preset".into(), p.name().into()]);
+        }
+        if let Some(l) = &job.load.labels {
+            a.extend(["--labels".into(), path_arg(l)]);
+        }
+        a.extend(["--threads".into(), job.threads.to_string()]);
+        a.extend(["--warmup".into(), self.warmup.to_string(), "--iterations".into(), self.iterations.to_string()]);
+        if let Some(image) = &self.image {
+            a.extend(["--image".into(), path_arg(image)]);
+        }
+        if let Some(mode) = job.int8_mode {
+            a.extend(["--int8".into(), int8_name(mode).into()]);
+        }
+        a
+    }
+}
+
+/// A flag given once (for every model) or once per model.
+fn per_model<'a, T>(flag: &'static str, values: &'a [T], models: usize) -> Result<Vec<Option<&'a T>>, BenchError> {
+    match values.len() {
+        0 => Ok(vec![None; models]),
+        1 => Ok(vec![values.first(); models]),
+        k if k == models => Ok(values.iter().map(Some).collect()),
+        given => Err(BenchError::FlagCount { flag, given, models }),
+    }
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn int8_name(mode: Int8Mode) -> &'static str {
+    match mode {
+        Int8Mode::Native => "native",
+        Int8Mode::Weights => "weights",
+        Int8Mode::Auto => "auto",
+    }
+}
+
+/// `bench`: one child per row, then the report. A failing row is reported and skipped so the
+/// other rows' measurements are not lost; the command still fails at the end.
+fn run_measure(args: &MeasureArgs) -> anyhow::Result<()> {
+    let jobs = args.jobs()?;
+    // Fail on a bad --image now, not once per child.
+    ImageSource::open(args.image.as_deref())?;
+    let exe = std::env::current_exe().map_err(|source| BenchError::Spawn { exe: "edge-runtime".into(), source })?;
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} · {} thread(s){}",
+            i + 1,
+            jobs.len(),
+            job.load.model.display(),
+            job.threads,
+            job.int8_mode.map_or(String::new(), |m| format!(" · int8 {}", int8_name(m)))
+        );
+        match measure_in_child(&exe, args, job) {
+            Ok(row) => results.push(row),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failures.push(e);
+            }
+        }
+    }
+    let report = BenchReport { device: DeviceInfo::detect(), results };
+    if !report.results.is_empty() {
+        if let Some(path) = &args.json {
+            report.write_json(path)?;
+            eprintln!("wrote {}", path.display());
+        }
+        write_outputs(&MergedReport::from(report), args.markdown.as_deref(), args.plot.as_deref())?;
+    }
+    match failures.len() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} of {} measurements failed (see the errors above)", jobs.len()),
+    }
+}
+
+fn measure_in_child(exe: &Path, args: &MeasureArgs, job: &Job) -> Result<BenchResult, BenchError> {
+    let output = Command::new(exe)
+        .args(args.child_args(job))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| BenchError::Spawn { exe: exe.to_path_buf(), source })?;
+    if !output.status.success() {
+        return Err(BenchError::ChildFailed {
+            model: job.load.model.clone(),
+            threads: job.threads,
+            status: output.status.to_string(),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(CHILD_RESULT_PREFIX))
+        .ok_or_else(|| BenchError::ChildOutput { model: job.load.model.clone(), reason: "no result line".into() })?;
+    serde_json::from_str(line).map_err(|e| BenchError::ChildOutput { model: job.load.model.clone(), reason: e.to_string() })
+}
+
+/// `bench --child`: measure one row in this (fresh) process, print it for the parent.
+fn run_child(args: &MeasureArgs) -> anyhow::Result<()> {
+    let jobs = args.jobs()?;
+    let [job] = jobs.as_slice() else {
+        anyhow::bail!("--child measures exactly one model, thread count and int8 mode; got {}", jobs.len());
+    };
+    let image = ImageSource::open(args.image.as_deref())?;
+    let row = measure(job, &image, args.warmup, args.iterations, true)?;
+    let line = serde_json::to_string(&row)?;
+    println!("{CHILD_RESULT_PREFIX}{line}");
+    Ok(())
+}
+
+/// The encoded image each preprocessing run decodes. Decoding from memory keeps disk and
+/// page-cache effects out of the preprocessing time.
+pub struct ImageSource {
+    pub bytes: Vec<u8>,
+    pub name: String,
+    path: PathBuf,
+}
+
+impl ImageSource {
+    /// Reads `--image` (and checks it decodes), or makes the synthetic frame.
+    pub fn open(path: Option<&Path>) -> Result<Self, BenchError> {
+        match path {
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|source| models::ModelsError::Io { path: p.to_path_buf(), source })?;
+                models::preprocess::decode_image(&bytes, p, ImageLimits::default())?;
+                let name = p.file_name().map_or_else(|| path_arg(p), |n| n.to_string_lossy().into_owned());
+                Ok(ImageSource { bytes, name, path: p.to_path_buf() })
+            }
+            None => Ok(Self::synthetic()),
+        }
+    }
+
+    /// A 640x480 JPEG (quality 90) with smooth gradients and fine texture, so the decoder
+    /// and resampler do the work a camera frame makes them do.
+    pub fn synthetic() -> Self {
+        let (w, h) = SYNTHETIC_FRAME;
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let noise = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)).rotate_left(7) % 48;
+            image::Rgb([
+                ((x * 255 / w) as u8).wrapping_add(noise as u8),
+                ((y * 255 / h) as u8).wrapping_add((noise / 2) as u8),
+                (((x + y) % 256) as u8) ^ (noise as u8),
+            ])
+        });
+        let mut bytes = Vec::new();
+        // Encoding an in-memory RGB8 buffer to a Vec cannot fail.
+        let _ = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&img);
+        ImageSource { bytes, name: format!("synthetic {w}x{h} JPEG"), path: PathBuf::from("synthetic.jpg") }
+    }
+
+    /// Decode + resize + normalize: the preprocessing a camera frame goes through.
+    pub fn preprocess(&self, pre: &mut Preprocessor) -> Result<Vec<f32>, models::ModelsError> {
+        pre.tensor(models::preprocess::decode_image(&self.bytes, &self.path, ImageLimits::default())?)
+    }
+}
+
+/// Measures one row in this process: load, first inference, `iterations` timed inferences
+/// after `warmup` untimed ones, then `iterations` timed preprocessing runs.
+pub fn measure(job: &Job, image: &ImageSource, warmup: usize, iterations: usize, progress: bool) -> Result<BenchResult, BenchError> {
+    if iterations == 0 {
+        return Err(BenchError::ZeroIterations);
+    }
+    let model_bytes = std::fs::metadata(&job.load.model)
+        .map_err(|source| RuntimeError::ModelIo { path: job.load.model.clone(), source })?
+        .len();
+    let t = Instant::now();
+    let classifier = Classifier::load(&job.load)?;
+    let load_ms = ms_since(t);
+    let manifest = classifier.manifest();
+    let mut pre = Preprocessor::new(manifest.preprocessing);
+    let input = image.preprocess(&mut pre)?;
+    if input.len() != classifier.input_len() {
+        return Err(BenchError::InputSize { model: job.load.model.clone(), expected: classifier.input_len(), got: input.len() });
+    }
+    let t = Instant::now();
+    classifier.infer(&input)?;
+    let first_ms = ms_since(t);
+
+    let bar = progress_bar(progress, (warmup + 2 * iterations) as u64, &job.load.model, job.threads);
+    for _ in 0..warmup {
+        classifier.infer(&input)?;
+        bar.inc(1);
+    }
+    let mut latencies = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        classifier.infer(&input)?;
+        latencies.push(ms_since(t));
+        bar.inc(1);
+    }
+    let mut pre_times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        std::hint::black_box(image.preprocess(&mut pre)?);
+        pre_times.push(ms_since(t));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // Both lists have `iterations` >= 1 finite entries.
+    let lat = LatencyStats::from_samples(&latencies).ok_or(BenchError::ZeroIterations)?;
+    let preprocess_ms = LatencyStats::from_samples(&pre_times).ok_or(BenchError::ZeroIterations)?.mean;
+    let frame_ms = preprocess_ms + lat.mean;
+    let int8_mode = match classifier.execution() {
+        Execution::Fp32 => None,
+        Execution::Int8Native => Some("native".to_string()),
+        Execution::Int8Weights => Some("weights".to_string()),
+    };
+    Ok(BenchResult {
+        model: job.load.model.file_name().map_or_else(|| path_arg(&job.load.model), |n| n.to_string_lossy().into_owned()),
+        precision: serde_json::to_value(manifest.precision.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "fp32".into()),
+        threads: job.threads,
+        load_ms,
+        first_ms,
+        p50_ms: lat.p50,
+        p90_ms: lat.p90,
+        p99_ms: lat.p99,
+        mean_ms: lat.mean,
+        min_ms: lat.min,
+        fps: 1000.0 / frame_ms,
+        preprocess_ms,
+        rss_peak_mb: peak_rss_mb(),
+        model_bytes,
+        int8_mode,
+        backbone: manifest.backbone.map(|b| b.name().to_string()),
+        max_ms: Some(lat.max),
+        iterations: Some(iterations),
+        warmup: Some(warmup),
+        preprocess_share: Some(preprocess_ms / frame_ms),
+        image: Some(image.name.clone()),
+    })
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn progress_bar(show: bool, total: u64, model: &Path, threads: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    // Draws on stderr, and only when it is a terminal: logs and pipes stay clean.
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let name = model.file_name().map_or_else(|| path_arg(model), |n| n.to_string_lossy().into_owned());
+    bar.set_message(format!("{name} · {threads} thr"));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Top,
+    }
+    #[derive(Subcommand)]
+    enum Top {
+        Bench(BenchArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let Top::Bench(b) = Cli::try_parse_from(std::iter::once("edge-runtime").chain(args.iter().copied()))?.cmd;
+        Ok(b)
+    }
+
+    #[test]
+    fn nearest_rank_percentiles_of_a_shuffled_list() {
+        // 1..=100 ms in a scrambled order (37 is coprime with 100, so i*37 % 100 hits every value).
+        let samples: Vec<f64> = (0..100).map(|i| ((i * 37) % 100 + 1) as f64).collect();
+        let s = LatencyStats::from_samples(&samples).unwrap();
+        assert_eq!((s.p50, s.p90, s.p99), (50.0, 90.0, 99.0));
+        assert_eq!((s.min, s.max), (1.0, 100.0));
+        assert!((s.mean - 50.5).abs() < 1e-12);
+        // Ten samples: p99 is the largest, p50 the 5th.
+        let ten: Vec<f64> = vec![9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0, 10.0];
+        let s = LatencyStats::from_samples(&ten).unwrap();
+        assert_eq!((s.p50, s.p90, s.p99), (5.0, 9.0, 10.0));
+        assert_eq!(LatencyStats::from_samples(&[4.2]).unwrap().p99, 4.2);
+        assert!(LatencyStats::from_samples(&[]).is_none());
+    }
+
+    #[test]
+    fn measure_and_report_modes_parse() {
+        let b = parse(&["bench", "--model", "a.onnx", "--model", "b.onnx", "--threads", "1,2,4", "--json", "o.json"]).unwrap();
+        assert!(b.command.is_none());
+        assert_eq!(b.measure.models.len(), 2);
+        assert_eq!(b.measure.threads, vec![1, 2, 4]);
+        assert_eq!((b.measure.warmup, b.measure.iterations), (20, 200));
+        let b = parse(&["bench", "report", "a.json", "b.json", "--markdown", "r.md", "--plot", "p.png"]).unwrap();
+        let Some(BenchCommand::Report(r)) = b.command else { panic!("report subcommand") };
+        assert_eq!(r.inputs.len(), 2);
+        assert_eq!(r.plot.as_deref(), Some(Path::new("p.png")));
+        assert!(parse(&["bench", "report"]).is_err(), "report needs at least one input");
+        assert!(parse(&["bench", "--model", "a.onnx", "--preset", "resnet"]).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_flag_named() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["bench", "--model", "a.onnx", "--model", "b.onnx"];
+            v.extend_from_slice(extra);
+            parse(&v).unwrap().measure
+        };
+        let err = args(&["--iterations", "0"]).jobs().unwrap_err();
+        assert!(matches!(err, BenchError::ZeroIterations) && err.to_string().contains("--iterations"));
+        assert!(matches!(args(&["--threads", "1,0"]).jobs(), Err(BenchError::ZeroThreads)));
+        let err = args(&["--labels", "a", "--labels", "b", "--labels", "c"]).jobs().unwrap_err();
+        assert!(err.to_string().contains("--labels is given 3 times for 2 models"), "{err}");
+        let err = args(&[]).jobs().unwrap_err();
+        assert!(matches!(err, BenchError::Runtime(RuntimeError::ModelMissing { ref path }) if path == Path::new("a.onnx")), "{err}");
+        assert!(matches!(parse(&["bench"]).unwrap().measure.jobs(), Err(BenchError::NoModels)));
+    }
+
+    #[test]
+    fn synthetic_frame_decodes_and_preprocesses() {
+        let src = ImageSource::synthetic();
+        let mut pre = Preprocessor::new(Backbone::MobileNetV2.preprocessing());
+        let t = src.preprocess(&mut pre).unwrap();
+        assert_eq!(t.len(), 3 * 224 * 224);
+        // Real content, not a flat frame: values spread over most of [-1, 1].
+        let (lo, hi) = t.iter().fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        assert!(lo < -0.5 && hi > 0.5, "{lo}..{hi}");
+    }
+}
