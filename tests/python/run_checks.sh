@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Cross-checks the models exported by the cargo tests (target/perch-exports/) with the ONNX
+# checker and onnxruntime. Run after `cargo test` (tests/export_e2e.rs writes the exports).
+# Usage: tests/python/run_checks.sh [EXPORT_DIR]   (PERCH_PY_VENV overrides the venv folder)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export_dir="${1:-$root/target/perch-exports}"
+venv="${PERCH_PY_VENV:-$root/target/python-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, PIL" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check onnx onnxruntime numpy pillow
+fi
+exec "$venv/bin/python" "$root/tests/python/check_exports.py" "$export_dir"
