@@ -11,3 +11,8 @@ pub mod pipeline;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod stats;
+
+pub use error::RuntimeError;
+pub use int8::Int8Mode;
+pub use model::{Classifier, Execution, LoadOptions, Prediction, softmax, top_k};

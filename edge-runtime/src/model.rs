@@ -1,1 +1,353 @@
-//! (being written)
+//! The runtime core: an ONNX classifier loaded once into an optimized tract plan, with the
+//! perch manifest (labels, preprocessing) that says how to feed it and read its output.
+//!
+//! The manifest comes from the model's `metadata_props["perch.manifest"]`; a model without
+//! one (e.g. the reference ImageNet models) is described by `--preset NAME --labels FILE`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use models::{Backbone, Labels, Manifest};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+use crate::error::{Result, RuntimeError};
+use crate::int8::{self, Int8Mode};
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub model: PathBuf,
+    /// Describe a model that has no perch manifest (needs `labels`).
+    pub preset: Option<Backbone>,
+    /// Labels file: required with `preset`; otherwise overrides the manifest's labels.
+    pub labels: Option<PathBuf>,
+    /// Requested intra-op threads. tract 0.23 runs a graph multithreaded only when
+    /// tract-linalg is built with its `multithread-mm` feature, which this workspace does not
+    /// enable (it would add rayon to the device binary): the value is accepted and recorded,
+    /// inference stays single-threaded. See [`THREADS_SUPPORTED`].
+    pub threads: Option<usize>,
+    pub int8: Int8Mode,
+}
+
+impl LoadOptions {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        LoadOptions { model: model.into(), preset: None, labels: None, threads: None, int8: Int8Mode::Auto }
+    }
+}
+
+/// One scored class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Model output index.
+    pub index: usize,
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// How the loaded graph executes: plain float, or an int8 (QDQ) model run natively or with
+/// its weights folded back to float (see `int8.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Execution {
+    Fp32,
+    Int8Native,
+    Int8Weights,
+}
+
+impl Execution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Execution::Fp32 => "fp32",
+            Execution::Int8Native => "int8-native",
+            Execution::Int8Weights => "int8-weights",
+        }
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// Whether `--threads N > 1` changes anything in this build (see [`LoadOptions::threads`]).
+pub const THREADS_SUPPORTED: bool = false;
+
+/// A classifier ready to run: tract plan built once, manifest, input shape.
+pub struct Classifier {
+    plan: Plan,
+    manifest: Manifest,
+    path: PathBuf,
+    execution: Execution,
+    /// Timings behind an `--int8 auto` choice, (native ms, weights ms), for the logs.
+    auto_timings: Option<(f64, f64)>,
+}
+
+impl Classifier {
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let path = opts.model.clone();
+        let proto = read_proto(&path)?;
+        let manifest = resolve_manifest(&proto, opts)?;
+        let build = |proto: &ModelProto| build_plan(&path, &manifest, proto);
+        let mut auto_timings = None;
+        let (plan, execution) = if !int8::is_qdq(&proto) {
+            (build(&proto)?, Execution::Fp32)
+        } else {
+            let folded = || {
+                int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason })
+            };
+            match opts.int8 {
+                Int8Mode::Native => (build(&proto)?, Execution::Int8Native),
+                Int8Mode::Weights => (build(&folded()?)?, Execution::Int8Weights),
+                Int8Mode::Auto => {
+                    // Which is faster depends on the CPU's int8 kernels: measure, keep the winner.
+                    let native = build(&proto)?;
+                    let weights = build(&folded()?)?;
+                    let t_native = time_plan(&native, &manifest)?;
+                    let t_weights = time_plan(&weights, &manifest)?;
+                    auto_timings = Some((t_native, t_weights));
+                    if t_native <= t_weights {
+                        (native, Execution::Int8Native)
+                    } else {
+                        (weights, Execution::Int8Weights)
+                    }
+                }
+            }
+        };
+        let c = Classifier { plan, manifest, path, execution, auto_timings };
+        c.check_output_count()?;
+        Ok(c)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn execution(&self) -> Execution {
+        self.execution
+    }
+
+    /// For `--int8 auto`: mean ms per inference of the native and weights-only plans.
+    pub fn auto_timings(&self) -> Option<(f64, f64)> {
+        self.auto_timings
+    }
+
+    /// Number of classes (model outputs).
+    pub fn num_classes(&self) -> usize {
+        self.manifest.labels.len()
+    }
+
+    /// Values of one preprocessed NCHW image.
+    pub fn input_len(&self) -> usize {
+        self.manifest.preprocessing.tensor_len()
+    }
+
+    /// Logits for one preprocessed NCHW image (`models::Preprocessor::tensor`).
+    pub fn infer(&self, input: &[f32]) -> Result<Vec<f32>> {
+        run_plan(&self.plan, &self.manifest, input)
+    }
+
+    /// Softmax top-k for one preprocessed image.
+    pub fn classify(&self, input: &[f32], top_k: usize) -> Result<Vec<Prediction>> {
+        let probs = softmax(&self.infer(input)?);
+        Ok(self.top_k(&probs, top_k))
+    }
+
+    /// The `k` best classes of a probability vector, with their labels.
+    pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
+        top_k(probs, k)
+            .into_iter()
+            .map(|(index, score)| Prediction { index, label: self.manifest.labels.get(index).to_string(), score })
+            .collect()
+    }
+
+    fn check_output_count(&self) -> Result<()> {
+        let fact = self.plan.model().output_fact(0).map_err(|e| RuntimeError::Unsupported {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let outputs = fact.shape.as_concrete().map(|d| d.iter().product::<usize>());
+        let labels = self.manifest.labels.len();
+        match outputs {
+            Some(n) if n == labels => Ok(()),
+            Some(n) => Err(RuntimeError::LabelMismatch { path: self.path.clone(), outputs: n, labels, hint: String::new() }),
+            None => Err(RuntimeError::Unsupported {
+                path: self.path.clone(),
+                reason: format!("output shape {:?} is not fixed for one image", fact.shape),
+            }),
+        }
+    }
+}
+
+fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Plan> {
+    let p = &manifest.preprocessing;
+    let shape = [1usize, 3, p.height as usize, p.width as usize];
+    let unsupported = |e: TractError| RuntimeError::Unsupported { path: path.to_path_buf(), reason: format!("{e:#}") };
+    let dir = path.parent().and_then(Path::to_str);
+    let parsed = tract_onnx::onnx().parse(proto, dir).map_err(unsupported)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(RuntimeError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("unresolved inputs {:?}", parsed.unresolved_inputs),
+        });
+    }
+    // Pin the input to one image of the manifest's size: a symbolic batch axis would keep
+    // tract from optimizing for the shape we always run.
+    parsed
+        .model
+        .with_input_fact(0, f32::fact(shape).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(unsupported)
+}
+
+/// Mean ms per inference over a few runs after a warm-up (for `--int8 auto`).
+fn time_plan(plan: &Plan, manifest: &Manifest) -> Result<f64> {
+    const RUNS: u32 = 3;
+    let input = vec![0.1f32; manifest.preprocessing.tensor_len()];
+    run_plan(plan, manifest, &input)?;
+    let t = Instant::now();
+    for _ in 0..RUNS {
+        run_plan(plan, manifest, &input)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0 / RUNS as f64)
+}
+
+fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>> {
+    let p = &manifest.preprocessing;
+    let expected = p.tensor_len();
+    if input.len() != expected {
+        return Err(RuntimeError::InputSize { got: input.len(), expected, width: p.width, height: p.height });
+    }
+    let shape = [1usize, 3, p.height as usize, p.width as usize];
+    let tensor = Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let outputs = plan.run(tvec!(tensor.into_tvalue())).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    Ok(view.iter().copied().collect())
+}
+
+/// Reads and decodes the ONNX protobuf, with distinct errors for missing, empty and
+/// non-ONNX/truncated files.
+pub fn read_proto(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => RuntimeError::ModelMissing { path: path.to_path_buf() },
+        _ => RuntimeError::ModelIo { path: path.to_path_buf(), source },
+    })?;
+    if bytes.is_empty() {
+        return Err(RuntimeError::ModelEmpty { path: path.to_path_buf() });
+    }
+    let not_onnx = |reason: String| RuntimeError::NotOnnx { path: path.to_path_buf(), reason };
+    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
+    // Arbitrary bytes sometimes decode as a protobuf with no graph in it.
+    match &proto.graph {
+        Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok(proto),
+        _ => Err(not_onnx("no graph with nodes and outputs".into())),
+    }
+}
+
+/// The manifest stored in the model, if any.
+pub fn embedded_manifest(proto: &ModelProto) -> Option<&str> {
+    proto.metadata_props.iter().find(|p| p.key == models::MANIFEST_KEY).map(|p| p.value.as_str())
+}
+
+fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> {
+    let path = &opts.model;
+    let manifest_err = |source| RuntimeError::Manifest { path: path.clone(), source };
+    let labels = opts.labels.as_deref().map(Labels::from_file).transpose().map_err(manifest_err)?;
+    let outputs = declared_output_count(proto);
+    if let Some(backbone) = opts.preset {
+        let labels = labels.ok_or_else(|| RuntimeError::PresetWithoutLabels { preset: backbone.name().into() })?;
+        let labels = fit_labels(labels, backbone, outputs, path)?;
+        let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Ok(Manifest::for_preset(backbone, labels, &source));
+    }
+    let json = embedded_manifest(proto).ok_or_else(|| RuntimeError::NoManifest { path: path.clone() })?;
+    let mut manifest = Manifest::from_json(json).map_err(manifest_err)?;
+    if let Some(labels) = labels {
+        manifest.labels = labels;
+    }
+    Ok(manifest)
+}
+
+/// Preset labels files list the ImageNet classes; a model with extra leading outputs
+/// (MobileNetV2's `background`) gets placeholders for them so output index == label index.
+fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: &Path) -> Result<Labels> {
+    let offset = backbone.spec().label_offset;
+    let Some(outputs) = outputs else { return Ok(labels) };
+    if labels.len() == outputs {
+        Ok(labels)
+    } else if offset > 0 && labels.len() + offset == outputs {
+        Ok(labels.with_offset(offset, "background"))
+    } else {
+        let hint = if offset > 0 { format!(" (or {} with {backbone}'s {offset} background class)", labels.len() + offset) } else { String::new() };
+        Err(RuntimeError::LabelMismatch { path: path.to_path_buf(), outputs, labels: labels.len(), hint })
+    }
+}
+
+/// Classes declared on the graph's first output (`[1, N]` or `[N]`), when the file says.
+fn declared_output_count(proto: &ModelProto) -> Option<usize> {
+    use tract_onnx::pb::type_proto::Value;
+    let out = proto.graph.as_ref()?.output.first()?;
+    let Some(Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else { return None };
+    let dims = &t.shape.as_ref()?.dim;
+    let mut n = 1usize;
+    for d in dims {
+        match d.value {
+            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => n *= v as usize,
+            _ => {}
+        }
+    }
+    (!dims.is_empty()).then_some(n)
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// Indices and values of the `k` largest entries, best first (ties: lower index first).
+pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, values[i])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let p = softmax(&[1.0, 3.0, 2.0, 5.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(top_k(&p, 2).iter().map(|t| t.0).collect::<Vec<_>>(), vec![3, 1]);
+        // Large logits must not overflow exp().
+        let big = softmax(&[1000.0, 999.0]);
+        assert!(big.iter().all(|v| v.is_finite()) && big[0] > big[1]);
+    }
+
+    #[test]
+    fn top_k_handles_k_larger_than_len_and_ties() {
+        assert_eq!(top_k(&[0.5, 0.5, 0.1], 10), vec![(0, 0.5), (1, 0.5), (2, 0.1)]);
+        assert!(top_k(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn preset_labels_get_the_background_offset_only_when_counts_say_so() {
+        let l = Labels((0..1000).map(|i| format!("c{i}")).collect());
+        let p = Path::new("m.onnx");
+        let fitted = fit_labels(l.clone(), Backbone::MobileNetV2, Some(1001), p).unwrap();
+        assert_eq!((fitted.len(), fitted.get(0), fitted.get(1)), (1001, "background", "c0"));
+        assert_eq!(fit_labels(l.clone(), Backbone::EfficientNetLite0, Some(1000), p).unwrap(), l);
+        let err = fit_labels(l, Backbone::EfficientNetLite0, Some(5), p).unwrap_err().to_string();
+        assert!(err.contains("5 outputs") && err.contains("1000 labels"), "{err}");
+    }
+}
