@@ -51,6 +51,8 @@ target_std_present() { system_std_present || private_std_present; }
 # 1. Host tools: Debian's rustc (with its x86_64 std for build scripts), the cross C toolchain
 #    (linker, and C/assembly compiler for tract-linalg's kernels), qemu to run the result.
 host_pkgs=(rustc-web "gcc-$gnu" "libc6-dev-$deb_arch-cross" qemu-user)
+# The camera feature's V4L2 bindings run bindgen at build time: it loads libclang.
+case " $* " in *camera*) host_pkgs+=(libclang-dev) ;; esac
 missing=()
 for p in "${host_pkgs[@]}"; do [ -n "$(pkg_version "$p")" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -106,6 +108,8 @@ export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
 export "CARGO_TARGET_${triple_env}_LINKER=$gnu-gcc"
 export "CARGO_TARGET_${triple_env}_RUNNER=$qemu -L /usr/$gnu"
 export "CC_${target//-/_}=$gnu-gcc" "AR_${target//-/_}=$gnu-ar"
+# bindgen (camera feature) parses the target's linux/videodev2.h from the cross sysroot.
+export "BINDGEN_EXTRA_CLANG_ARGS_${target//-/_}=--sysroot=/usr/$gnu"
 if ! system_std_present; then
   export "CARGO_TARGET_${triple_env}_RUSTFLAGS=--sysroot=$private_sysroot/usr"
 fi
