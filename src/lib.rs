@@ -40,7 +40,7 @@ pub fn bin(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let profile = profile_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--quiet", "--bin", name]).current_dir(workspace_root());
+        cmd.args(["build", "--quiet", "--workspace", "--bin", name]).current_dir(workspace_root());
         if profile != "debug" {
             cmd.args(["--profile", profile]);
         }
