@@ -128,16 +128,21 @@ fn grayscale_alpha_and_16_bit_images_are_converted() {
     }
 }
 
-/// A PNG whose header claims `w`x`h` pixels, with no pixel data: a decompression bomb's shape.
+/// A PNG whose header claims `w`x`h` pixels over a few bytes of data: a decompression bomb's
+/// shape (the real ones compress gigapixels of one colour into kilobytes).
 fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-    let mut ihdr = b"IHDR".to_vec();
+    let mut ihdr = Vec::new();
     ihdr.extend(w.to_be_bytes());
     ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(13u32.to_be_bytes());
-    png.extend(&ihdr);
-    png.extend(crc32(&ihdr).to_be_bytes());
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &[0x78, 0x9c, 0, 0, 0, 0]), (b"IEND", &[])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend(data);
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32(&chunk).to_be_bytes());
+    }
     png
 }
 

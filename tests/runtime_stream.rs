@@ -53,7 +53,12 @@ fn dir_source_classifies_every_photo_in_order_without_drops() {
     assert!(out.status.success(), "{err}");
     let frames: Vec<FrameResult> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = frames.iter().map(|f| f.name.as_deref().unwrap()).collect();
-    let mut files: Vec<String> = std::fs::read_dir(photos_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(photos_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| models::preprocess::is_image_path(p))
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
     files.sort();
     assert_eq!(names, files);
     let chelsea = frames.iter().find(|f| f.name.as_deref() == Some("chelsea.png")).unwrap();

@@ -8,6 +8,7 @@
 //! - 3: finished, but some inputs were skipped (unreadable, corrupt or empty images)
 //! - 4: the source was lost mid-stream (camera gone after retries); the summary is printed
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,21 +25,17 @@ use edge_runtime::{Classifier, Int8Mode, LoadOptions, RuntimeError};
 use models::{Backbone, ImageLimits};
 
 const EXIT_ERROR: u8 = 1;
+// 2 (usage) is clap's own exit code for bad flags; a bad --source value uses it too.
 const EXIT_USAGE: u8 = 2;
 const EXIT_SKIPPED: u8 = 3;
 const EXIT_SOURCE_LOST: u8 = 4;
 
 #[derive(Parser)]
 #[command(name = "edge-runtime", version, about = "perch edge runtime: image classification with tract on CPU")]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = "Shortcut: `edge-runtime --camera N --model M.onnx [run flags]` = `edge-runtime run --source camera:N --model M.onnx [run flags]`.\nExit codes: 0 ok, 1 error, 2 usage, 3 some inputs skipped, 4 source lost mid-stream.")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// Shortcut for `run --source camera:N`.
-    #[arg(long, value_name = "N", requires = "model")]
-    camera: Option<u32>,
-    #[command(flatten)]
-    stream: Option<StreamArgs>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -124,22 +121,33 @@ struct StreamArgs {
     looping: bool,
 }
 
+/// `edge-runtime --camera N ...` is `edge-runtime run --source camera:N ...`: rewritten before
+/// parsing so both spellings share one set of flags.
+fn expand_camera_shortcut(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let index = if first == "--camera" {
+        args.get(2).and_then(|a| a.to_str()).map(|n| (n.to_string(), 3))
+    } else {
+        first.strip_prefix("--camera=").map(|n| (n.to_string(), 2))
+    };
+    if let Some((n, rest)) = index {
+        let tail = args.split_off(rest.min(args.len()));
+        args.truncate(1);
+        args.extend(["run".into(), "--source".into(), format!("camera:{n}").into()]);
+        args.extend(tail);
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(expand_camera_shortcut(std::env::args_os().collect()));
     let result = match cli.command {
-        Some(Command::Classify(args)) => classify_cmd(args),
-        Some(Command::Run(args)) => match args.source.parse::<SourceSpec>() {
+        Command::Classify(args) => classify_cmd(args),
+        Command::Run(args) => match args.source.parse::<SourceSpec>() {
             Ok(spec) => run_cmd(spec, args.stream),
             Err(e) => Err(e.into()),
         },
-        Some(Command::Bench(args)) => edge_runtime::bench::run(args).map(|_| ExitCode::SUCCESS),
-        None => match (cli.camera, cli.stream) {
-            (Some(index), Some(stream)) => run_cmd(SourceSpec::Camera(index), stream),
-            _ => {
-                eprintln!("edge-runtime: pass a command (classify, run, bench) or --camera N --model M.onnx; see --help");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
+        Command::Bench(args) => edge_runtime::bench::run(args).map(|_| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -163,14 +171,12 @@ fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
     if m.threads.is_some_and(|t| t > 1) && !edge_runtime::model::THREADS_SUPPORTED {
         eprintln!("note: --threads is accepted but this build runs tract single-threaded (tract-linalg without multithread-mm)");
     }
-    let threads = 1;
     eprintln!(
-        "model {} ({}, {} classes, {}, {threads} thread{})",
+        "model {} ({}, {} classes, {}, 1 thread)",
         m.model.display(),
         c.manifest().name,
         c.num_classes(),
-        c.execution().name(),
-        if threads == 1 { "" } else { "s" }
+        c.execution().name()
     );
     if let Some((native, weights)) = c.auto_timings() {
         eprintln!("int8 auto: native {native:.1} ms, weights {weights:.1} ms per inference -> {}", c.execution().name());
