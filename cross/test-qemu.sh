@@ -28,13 +28,14 @@ cargo build --locked -p edge-runtime --bin edge-runtime
 x86_bin=target/debug/edge-runtime
 
 # A handful of real photos: the first four of each class in hymenoptera/val, and the committed
-# fixture photos when there are any.
+# fixture photos (image files only: the folder also holds their LICENSE) when there are any.
 photos=()
 for class_dir in "$shared"/datasets/hymenoptera/val/*/; do
   while IFS= read -r p; do photos+=("$p"); done < <(find "$class_dir" -maxdepth 1 -type f | sort | head -n 4)
 done
 if [ -d tests/fixtures/photos ]; then
-  while IFS= read -r p; do photos+=("$p"); done < <(find tests/fixtures/photos -maxdepth 1 -type f | sort)
+  while IFS= read -r p; do photos+=("$p"); done < <(find tests/fixtures/photos -maxdepth 1 -type f \
+    \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.bmp' -o -iname '*.webp' \) | sort)
 fi
 [ ${#photos[@]} -gt 0 ] || { echo "cross/test-qemu.sh: no photos found under $shared/datasets/hymenoptera/val" >&2; exit 1; }
 
