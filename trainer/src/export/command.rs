@@ -154,7 +154,7 @@ pub fn run(args: &ExportArgs) -> Result<ExportReport, TrainerError> {
                 to_onnx_bytes(&graph, &opts)
             };
             // The fp32 reference is measured on the same path in the same runtime.
-            staged.write(&plain)?;
+            staged.write(&fp32_bytes(&manifest)?.0)?;
             let fp32 = evaluate(staged.path(), Int8Mode::Auto, &val)?;
             let (_, counts) = int8_bytes(&manifest)?;
             manifest.precision = PrecisionSpec { kind: Precision::Int8, calibration: Some(calibration_summary(args, calib.len(), counts)) };
