@@ -31,8 +31,14 @@ const EXIT_SKIPPED: u8 = 3;
 const EXIT_SOURCE_LOST: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "edge-runtime", version, about = "perch edge runtime: image classification with tract on CPU")]
-#[command(after_help = "Shortcut: `edge-runtime --camera N --model M.onnx [run flags]` = `edge-runtime run --source camera:N --model M.onnx [run flags]`.\nExit codes: 0 ok, 1 error, 2 usage, 3 some inputs skipped, 4 source lost mid-stream.")]
+#[command(
+    name = "edge-runtime",
+    version,
+    about = "perch edge runtime: image classification with tract on CPU"
+)]
+#[command(
+    after_help = "Shortcut: `edge-runtime --camera N --model M.onnx [run flags]` = `edge-runtime run --source camera:N --model M.onnx [run flags]`.\nExit codes: 0 ok, 1 error, 2 usage, 3 some inputs skipped, 4 source lost mid-stream."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,14 +132,20 @@ struct StreamArgs {
 fn expand_camera_shortcut(mut args: Vec<OsString>) -> Vec<OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
     let index = if first == "--camera" {
-        args.get(2).and_then(|a| a.to_str()).map(|n| (n.to_string(), 3))
+        args.get(2)
+            .and_then(|a| a.to_str())
+            .map(|n| (n.to_string(), 3))
     } else {
         first.strip_prefix("--camera=").map(|n| (n.to_string(), 2))
     };
     if let Some((n, rest)) = index {
         let tail = args.split_off(rest.min(args.len()));
         args.truncate(1);
-        args.extend(["run".into(), "--source".into(), format!("camera:{n}").into()]);
+        args.extend([
+            "run".into(),
+            "--source".into(),
+            format!("camera:{n}").into(),
+        ]);
         args.extend(tail);
     }
     args
@@ -169,7 +181,9 @@ fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
     };
     let c = Classifier::load(&opts)?;
     if m.threads.is_some_and(|t| t > 1) && !edge_runtime::model::THREADS_SUPPORTED {
-        eprintln!("note: --threads is accepted but this build runs tract single-threaded (tract-linalg without multithread-mm)");
+        eprintln!(
+            "note: --threads is accepted but this build runs tract single-threaded (tract-linalg without multithread-mm)"
+        );
     }
     eprintln!(
         "model {} ({}, {} classes, {}, 1 thread)",
@@ -179,7 +193,10 @@ fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
         c.execution().name()
     );
     if let Some((native, weights)) = c.auto_timings() {
-        eprintln!("int8 auto: native {native:.1} ms, weights {weights:.1} ms per inference -> {}", c.execution().name());
+        eprintln!(
+            "int8 auto: native {native:.1} ms, weights {weights:.1} ms per inference -> {}",
+            c.execution().name()
+        );
     }
     Ok(c)
 }
@@ -188,7 +205,9 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
     let classifier = load(&args.model)?;
     let opts = ClassifyOptions {
         top_k: args.top_k.into(),
-        limits: ImageLimits { max_pixels: args.model.max_pixels },
+        limits: ImageLimits {
+            max_pixels: args.model.max_pixels,
+        },
         dump_tensors: args.dump_tensors,
     };
     let stdout = std::io::stdout();
@@ -198,9 +217,9 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = classify::classify_paths(&classifier, &args.paths, &opts, |outcome| {
         let written = match outcome {
-            Outcome::Classified(r) if args.json => {
-                serde_json::to_writer(&mut out, r).map_err(std::io::Error::other).and_then(|_| writeln!(out))
-            }
+            Outcome::Classified(r) if args.json => serde_json::to_writer(&mut out, r)
+                .map_err(std::io::Error::other)
+                .and_then(|_| writeln!(out)),
             Outcome::Classified(r) => writeln!(out, "{}", classify::table_row(r)),
             Outcome::Skipped(s) => {
                 eprintln!("skipped {}: {}", s.path.display(), s.reason);
@@ -217,17 +236,24 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         summary.latencies.percentile(50.0),
         summary.latencies.percentile(99.0)
     );
-    Ok(if summary.skipped > 0 { ExitCode::from(EXIT_SKIPPED) } else { ExitCode::SUCCESS })
+    Ok(if summary.skipped > 0 {
+        ExitCode::from(EXIT_SKIPPED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
-    let limits = ImageLimits { max_pixels: args.model.max_pixels };
+    let limits = ImageLimits {
+        max_pixels: args.model.max_pixels,
+    };
     // Open the source before the (slower) model load so a missing camera fails fast.
     let source = source::open(&spec, args.looping, limits)?;
     let classifier = load(&args.model)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
     let opts = RunOptions {
         frames: args.frames,
         threshold: args.threshold,

@@ -35,7 +35,13 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        LoadOptions { model: model.into(), preset: None, labels: None, threads: None, int8: Int8Mode::Auto }
+        LoadOptions {
+            model: model.into(),
+            preset: None,
+            labels: None,
+            threads: None,
+            int8: Int8Mode::Auto,
+        }
     }
 }
 
@@ -95,7 +101,10 @@ impl Classifier {
             (build(&proto)?, Execution::Fp32)
         } else {
             let folded = || {
-                int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason })
+                int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 {
+                    path: path.clone(),
+                    reason,
+                })
             };
             match opts.int8 {
                 Int8Mode::Native => (build(&proto)?, Execution::Int8Native),
@@ -115,7 +124,13 @@ impl Classifier {
                 }
             }
         };
-        let c = Classifier { plan, manifest, path, execution, auto_timings };
+        let c = Classifier {
+            plan,
+            manifest,
+            path,
+            execution,
+            auto_timings,
+        };
         c.check_output_count()?;
         Ok(c)
     }
@@ -162,20 +177,36 @@ impl Classifier {
     pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
         top_k(probs, k)
             .into_iter()
-            .map(|(index, score)| Prediction { index, label: self.manifest.labels.get(index).to_string(), score })
+            .map(|(index, score)| Prediction {
+                index,
+                label: self.manifest.labels.get(index).to_string(),
+                score,
+            })
             .collect()
     }
 
     fn check_output_count(&self) -> Result<()> {
-        let fact = self.plan.model().output_fact(0).map_err(|e| RuntimeError::Unsupported {
-            path: self.path.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let outputs = fact.shape.as_concrete().map(|d| d.iter().product::<usize>());
+        let fact = self
+            .plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| RuntimeError::Unsupported {
+                path: self.path.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let outputs = fact
+            .shape
+            .as_concrete()
+            .map(|d| d.iter().product::<usize>());
         let labels = self.manifest.labels.len();
         match outputs {
             Some(n) if n == labels => Ok(()),
-            Some(n) => Err(RuntimeError::LabelMismatch { path: self.path.clone(), outputs: n, labels, hint: String::new() }),
+            Some(n) => Err(RuntimeError::LabelMismatch {
+                path: self.path.clone(),
+                outputs: n,
+                labels,
+                hint: String::new(),
+            }),
             None => Err(RuntimeError::Unsupported {
                 path: self.path.clone(),
                 reason: format!("output shape {:?} is not fixed for one image", fact.shape),
@@ -187,7 +218,10 @@ impl Classifier {
 fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Plan> {
     let p = &manifest.preprocessing;
     let shape = [1usize, 3, p.height as usize, p.width as usize];
-    let unsupported = |e: TractError| RuntimeError::Unsupported { path: path.to_path_buf(), reason: format!("{e:#}") };
+    let unsupported = |e: TractError| RuntimeError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    };
     let dir = path.parent().and_then(Path::to_str);
     let parsed = tract_onnx::onnx().parse(proto, dir).map_err(unsupported)?;
     if !parsed.unresolved_inputs.is_empty() {
@@ -222,12 +256,22 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>>
     let p = &manifest.preprocessing;
     let expected = p.tensor_len();
     if input.len() != expected {
-        return Err(RuntimeError::InputSize { got: input.len(), expected, width: p.width, height: p.height });
+        return Err(RuntimeError::InputSize {
+            got: input.len(),
+            expected,
+            width: p.width,
+            height: p.height,
+        });
     }
     let shape = [1usize, 3, p.height as usize, p.width as usize];
-    let tensor = Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
-    let outputs = plan.run(tvec!(tensor.into_tvalue())).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
-    let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let tensor =
+        Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let outputs = plan
+        .run(tvec!(tensor.into_tvalue()))
+        .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let view = outputs[0]
+        .to_plain_array_view::<f32>()
+        .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     Ok(view.iter().copied().collect())
 }
 
@@ -235,14 +279,25 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>>
 /// non-ONNX/truncated files.
 pub fn read_proto(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RuntimeError::ModelMissing { path: path.to_path_buf() },
-        _ => RuntimeError::ModelIo { path: path.to_path_buf(), source },
+        std::io::ErrorKind::NotFound => RuntimeError::ModelMissing {
+            path: path.to_path_buf(),
+        },
+        _ => RuntimeError::ModelIo {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     if bytes.is_empty() {
-        return Err(RuntimeError::ModelEmpty { path: path.to_path_buf() });
+        return Err(RuntimeError::ModelEmpty {
+            path: path.to_path_buf(),
+        });
     }
-    let not_onnx = |reason: String| RuntimeError::NotOnnx { path: path.to_path_buf(), reason };
-    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
+    let not_onnx = |reason: String| RuntimeError::NotOnnx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let proto = ModelProto::decode(bytes.as_slice())
+        .map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
     // Arbitrary bytes sometimes decode as a protobuf with no graph in it.
     match &proto.graph {
         Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok(proto),
@@ -252,21 +307,39 @@ pub fn read_proto(path: &Path) -> Result<ModelProto> {
 
 /// The manifest stored in the model, if any.
 pub fn embedded_manifest(proto: &ModelProto) -> Option<&str> {
-    proto.metadata_props.iter().find(|p| p.key == models::MANIFEST_KEY).map(|p| p.value.as_str())
+    proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == models::MANIFEST_KEY)
+        .map(|p| p.value.as_str())
 }
 
 fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> {
     let path = &opts.model;
-    let manifest_err = |source| RuntimeError::Manifest { path: path.clone(), source };
-    let labels = opts.labels.as_deref().map(Labels::from_file).transpose().map_err(manifest_err)?;
+    let manifest_err = |source| RuntimeError::Manifest {
+        path: path.clone(),
+        source,
+    };
+    let labels = opts
+        .labels
+        .as_deref()
+        .map(Labels::from_file)
+        .transpose()
+        .map_err(manifest_err)?;
     let outputs = declared_output_count(proto);
     if let Some(backbone) = opts.preset {
-        let labels = labels.ok_or_else(|| RuntimeError::PresetWithoutLabels { preset: backbone.name().into() })?;
+        let labels = labels.ok_or_else(|| RuntimeError::PresetWithoutLabels {
+            preset: backbone.name().into(),
+        })?;
         let labels = fit_labels(labels, backbone, outputs, path)?;
-        let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let source = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return Ok(Manifest::for_preset(backbone, labels, &source));
     }
-    let json = embedded_manifest(proto).ok_or_else(|| RuntimeError::NoManifest { path: path.clone() })?;
+    let json =
+        embedded_manifest(proto).ok_or_else(|| RuntimeError::NoManifest { path: path.clone() })?;
     let mut manifest = Manifest::from_json(json).map_err(manifest_err)?;
     if let Some(labels) = labels {
         manifest.labels = labels;
@@ -276,16 +349,35 @@ fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> 
 
 /// Preset labels files list the ImageNet classes; a model with extra leading outputs
 /// (MobileNetV2's `background`) gets placeholders for them so output index == label index.
-fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: &Path) -> Result<Labels> {
+fn fit_labels(
+    labels: Labels,
+    backbone: Backbone,
+    outputs: Option<usize>,
+    path: &Path,
+) -> Result<Labels> {
     let offset = backbone.spec().label_offset;
-    let Some(outputs) = outputs else { return Ok(labels) };
+    let Some(outputs) = outputs else {
+        return Ok(labels);
+    };
     if labels.len() == outputs {
         Ok(labels)
     } else if offset > 0 && labels.len() + offset == outputs {
         Ok(labels.with_offset(offset, "background"))
     } else {
-        let hint = if offset > 0 { format!(" (or {} with {backbone}'s {offset} background class)", labels.len() + offset) } else { String::new() };
-        Err(RuntimeError::LabelMismatch { path: path.to_path_buf(), outputs, labels: labels.len(), hint })
+        let hint = if offset > 0 {
+            format!(
+                " (or {} with {backbone}'s {offset} background class)",
+                labels.len() + offset
+            )
+        } else {
+            String::new()
+        };
+        Err(RuntimeError::LabelMismatch {
+            path: path.to_path_buf(),
+            outputs,
+            labels: labels.len(),
+            hint,
+        })
     }
 }
 
@@ -293,12 +385,16 @@ fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: 
 fn declared_output_count(proto: &ModelProto) -> Option<usize> {
     use tract_onnx::pb::type_proto::Value;
     let out = proto.graph.as_ref()?.output.first()?;
-    let Some(Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else { return None };
+    let Some(Value::TensorType(t)) = out.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
     let dims = &t.shape.as_ref()?.dim;
     let mut n = 1usize;
     for d in dims {
         match d.value {
-            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => n *= v as usize,
+            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                n *= v as usize
+            }
             _ => {}
         }
     }
@@ -328,7 +424,10 @@ mod tests {
     fn softmax_sums_to_one_and_keeps_order() {
         let p = softmax(&[1.0, 3.0, 2.0, 5.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(top_k(&p, 2).iter().map(|t| t.0).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(
+            top_k(&p, 2).iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![3, 1]
+        );
         // Large logits must not overflow exp().
         let big = softmax(&[1000.0, 999.0]);
         assert!(big.iter().all(|v| v.is_finite()) && big[0] > big[1]);
@@ -336,7 +435,10 @@ mod tests {
 
     #[test]
     fn top_k_handles_k_larger_than_len_and_ties() {
-        assert_eq!(top_k(&[0.5, 0.5, 0.1], 10), vec![(0, 0.5), (1, 0.5), (2, 0.1)]);
+        assert_eq!(
+            top_k(&[0.5, 0.5, 0.1], 10),
+            vec![(0, 0.5), (1, 0.5), (2, 0.1)]
+        );
         assert!(top_k(&[], 3).is_empty());
     }
 
@@ -345,9 +447,20 @@ mod tests {
         let l = Labels((0..1000).map(|i| format!("c{i}")).collect());
         let p = Path::new("m.onnx");
         let fitted = fit_labels(l.clone(), Backbone::MobileNetV2, Some(1001), p).unwrap();
-        assert_eq!((fitted.len(), fitted.get(0), fitted.get(1)), (1001, "background", "c0"));
-        assert_eq!(fit_labels(l.clone(), Backbone::EfficientNetLite0, Some(1000), p).unwrap(), l);
-        let err = fit_labels(l, Backbone::EfficientNetLite0, Some(5), p).unwrap_err().to_string();
-        assert!(err.contains("5 outputs") && err.contains("1000 labels"), "{err}");
+        assert_eq!(
+            (fitted.len(), fitted.get(0), fitted.get(1)),
+            (1001, "background", "c0")
+        );
+        assert_eq!(
+            fit_labels(l.clone(), Backbone::EfficientNetLite0, Some(1000), p).unwrap(),
+            l
+        );
+        let err = fit_labels(l, Backbone::EfficientNetLite0, Some(5), p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("5 outputs") && err.contains("1000 labels"),
+            "{err}"
+        );
     }
 }

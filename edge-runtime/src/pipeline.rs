@@ -35,7 +35,13 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { frames: None, threshold: 0.0, smooth: 1, top_k: 5, retry: RetryPolicy::default() }
+        RunOptions {
+            frames: None,
+            threshold: 0.0,
+            smooth: 1,
+            top_k: 5,
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -50,7 +56,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: rides out a USB re-enumeration, gives up in ~3 s.
-        RetryPolicy { attempts: 5, first_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
+        RetryPolicy {
+            attempts: 5,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
     }
 }
 
@@ -124,7 +134,14 @@ impl<T> NewestWins<T> {
     /// Returns the queue and the consumer's receiver.
     pub fn new(capacity: usize) -> (Self, Receiver<T>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        (NewestWins { tx: Mutex::new(Some(tx)), stale: rx.clone(), dropped: AtomicU64::new(0) }, rx)
+        (
+            NewestWins {
+                tx: Mutex::new(Some(tx)),
+                stale: rx.clone(),
+                dropped: AtomicU64::new(0),
+            },
+            rx,
+        )
     }
 
     fn sender(&self) -> Option<Sender<T>> {
@@ -151,7 +168,9 @@ impl<T> NewestWins<T> {
 
     /// Enqueues `item`, waiting for room (finite sources lose nothing); gives up when `done`.
     pub fn push_wait(&self, mut item: T, done: &AtomicBool) -> bool {
-        let Some(tx) = self.sender() else { return false };
+        let Some(tx) = self.sender() else {
+            return false;
+        };
         loop {
             if done.load(Ordering::Relaxed) {
                 return false;
@@ -189,7 +208,10 @@ pub struct Smoother {
 
 impl Smoother {
     pub fn new(k: usize) -> Self {
-        Smoother { k: k.max(1), window: VecDeque::new() }
+        Smoother {
+            k: k.max(1),
+            window: VecDeque::new(),
+        }
     }
 
     pub fn push(&mut self, probs: Vec<f32>) -> Vec<f32> {
@@ -207,7 +229,11 @@ impl Smoother {
 }
 
 /// Gets the next frame, retrying a failing device with exponential backoff.
-pub fn fetch_with_retry(source: &mut dyn FrameSource, policy: &RetryPolicy, stop: &AtomicBool) -> Result<Fetch> {
+pub fn fetch_with_retry(
+    source: &mut dyn FrameSource,
+    policy: &RetryPolicy,
+    stop: &AtomicBool,
+) -> Result<Fetch> {
     let mut last = match source.next() {
         Ok(f) => return Ok(f),
         Err(e) => e,
@@ -283,7 +309,8 @@ pub fn run(
             capture_loop(source.as_mut(), queue, opts, stop, shared);
             queue.close();
         });
-        let infer = scope.spawn(move || inference_loop(classifier, frames_rx, results_tx, opts, shared));
+        let infer =
+            scope.spawn(move || inference_loop(classifier, frames_rx, results_tx, opts, shared));
         for r in results_rx.iter() {
             if let Err(e) = sink.emit(&r) {
                 shared.finish(StopReason::Failed, Some(e));
@@ -303,24 +330,44 @@ pub fn run(
 
     let elapsed_s = start.elapsed().as_secs_f64();
     let classified = latencies.len() as u64;
-    let stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(StopReason::SourceEnded);
+    let stopped = shared
+        .stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(StopReason::SourceEnded);
     let summary = Summary {
         source: source_name,
         execution: classifier.execution().name().to_string(),
         frames_in: shared.frames_in.load(Ordering::Relaxed),
         classified,
         dropped: queue.dropped(),
-        skipped: shared.skipped.into_inner().unwrap_or_else(|e| e.into_inner()),
+        skipped: shared
+            .skipped
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
         elapsed_s,
-        fps: if elapsed_s > 0.0 { classified as f64 / elapsed_s } else { 0.0 },
+        fps: if elapsed_s > 0.0 {
+            classified as f64 / elapsed_s
+        } else {
+            0.0
+        },
         latency_p50_ms: latencies.percentile(50.0),
         latency_p99_ms: latencies.percentile(99.0),
         stopped,
     };
-    RunOutcome { summary, error: shared.error.into_inner().unwrap_or_else(|e| e.into_inner()) }
+    RunOutcome {
+        summary,
+        error: shared.error.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
 }
 
-fn capture_loop(source: &mut dyn FrameSource, queue: &NewestWins<Frame>, opts: &RunOptions, stop: &AtomicBool, shared: &Shared) {
+fn capture_loop(
+    source: &mut dyn FrameSource,
+    queue: &NewestWins<Frame>,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    shared: &Shared,
+) {
     let live = source.is_live();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -341,10 +388,21 @@ fn capture_loop(source: &mut dyn FrameSource, queue: &NewestWins<Frame>, opts: &
                 }
             }
             Ok(Fetch::Skip { name, reason }) => {
-                shared.skipped.lock().unwrap_or_else(|e| e.into_inner()).push(Skipped { path: name.into(), reason });
+                shared
+                    .skipped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Skipped {
+                        path: name.into(),
+                        reason,
+                    });
             }
             Ok(Fetch::End) => {
-                let reason = if stop.load(Ordering::Relaxed) { StopReason::Interrupted } else { StopReason::SourceEnded };
+                let reason = if stop.load(Ordering::Relaxed) {
+                    StopReason::Interrupted
+                } else {
+                    StopReason::SourceEnded
+                };
                 // Let inference finish what is queued: mark the reason, then just stop capturing.
                 let mut stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner());
                 stopped.get_or_insert(reason);
@@ -372,7 +430,9 @@ fn inference_loop(
     // still queued then are counted as dropped by the caller.
     for frame in frames.iter() {
         let t = Instant::now();
-        let tensor = pre.tensor(image::DynamicImage::ImageRgb8(frame.image)).map_err(RuntimeError::from);
+        let tensor = pre
+            .tensor(image::DynamicImage::ImageRgb8(frame.image))
+            .map_err(RuntimeError::from);
         let probs = match tensor.and_then(|x| classifier.infer(&x)) {
             Ok(logits) => softmax(&logits),
             Err(e) => {
@@ -384,12 +444,18 @@ fn inference_loop(
         latencies.push(latency_ms);
         let smoothed = smoother.push(probs);
         let top = classifier.top_k(&smoothed, opts.top_k.max(1));
-        let Some(best) = top.first().cloned() else { break };
+        let Some(best) = top.first().cloned() else {
+            break;
+        };
         let known = best.score >= opts.threshold;
         let result = FrameResult {
             seq: frame.seq,
             name: frame.name,
-            label: if known { best.label.clone() } else { UNKNOWN.to_string() },
+            label: if known {
+                best.label.clone()
+            } else {
+                UNKNOWN.to_string()
+            },
             index: known.then_some(best.index),
             score: best.score,
             top,
@@ -463,7 +529,10 @@ mod tests {
         fn next(&mut self) -> Result<Fetch> {
             if self.failures > 0 {
                 self.failures -= 1;
-                return Err(RuntimeError::Camera { index: 9, reason: "device unplugged".into() });
+                return Err(RuntimeError::Camera {
+                    index: 9,
+                    reason: "device unplugged".into(),
+                });
             }
             Ok(Fetch::End)
         }
@@ -474,22 +543,40 @@ mod tests {
     }
 
     fn quick() -> RetryPolicy {
-        RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(2) }
+        RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
     }
 
     #[test]
     fn a_device_that_comes_back_is_reconnected() {
-        let mut src = Flaky { failures: 2, reconnects: 0 };
-        assert!(matches!(fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false)), Ok(Fetch::End)));
+        let mut src = Flaky {
+            failures: 2,
+            reconnects: 0,
+        };
+        assert!(matches!(
+            fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false)),
+            Ok(Fetch::End)
+        ));
         assert_eq!(src.reconnects, 2);
     }
 
     #[test]
     fn a_device_that_stays_lost_is_a_clear_error_after_the_retries() {
-        let mut src = Flaky { failures: 100, reconnects: 0 };
-        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false)).err().unwrap();
+        let mut src = Flaky {
+            failures: 100,
+            reconnects: 0,
+        };
+        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false))
+            .err()
+            .unwrap();
         assert_eq!(src.reconnects, 3);
         let msg = err.to_string();
-        assert!(msg.contains("camera:9 lost after 3 attempts") && msg.contains("device unplugged"), "{msg}");
+        assert!(
+            msg.contains("camera:9 lost after 3 attempts") && msg.contains("device unplugged"),
+            "{msg}"
+        );
     }
 }

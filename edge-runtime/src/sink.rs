@@ -90,8 +90,15 @@ impl WriterSink<'_> {
 }
 
 pub fn text_line(r: &FrameResult) -> String {
-    let name = r.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
-    format!("frame {:>6}{name}  {:<32} {:.3}  ({:.1} ms)", r.seq, r.label, r.score, r.latency_ms)
+    let name = r
+        .name
+        .as_deref()
+        .map(|n| format!(" {n}"))
+        .unwrap_or_default();
+    format!(
+        "frame {:>6}{name}  {:<32} {:.3}  ({:.1} ms)",
+        r.seq, r.label, r.score, r.latency_ms
+    )
 }
 
 /// Decodes a whole postcard stream written by the `postcard` sink.
@@ -118,7 +125,11 @@ mod tests {
             label: "tiger cat".into(),
             index: Some(282),
             score: 0.5,
-            top: vec![Prediction { index: 282, label: "tiger cat".into(), score: 0.5 }],
+            top: vec![Prediction {
+                index: 282,
+                label: "tiger cat".into(),
+                score: 0.5,
+            }],
             latency_ms: 12.5,
             age_ms: 13.0,
         }
@@ -146,9 +157,15 @@ mod tests {
     fn jsonl_is_one_object_per_line_and_text_names_the_class() {
         let bytes = write_all(EmitFormat::Jsonl, &[sample(1), sample(2)]);
         let text = String::from_utf8(bytes).unwrap();
-        let lines: Vec<FrameResult> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<FrameResult> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines, [sample(1), sample(2)]);
         let t = String::from_utf8(write_all(EmitFormat::Text, &[sample(3)])).unwrap();
-        assert!(t.contains("tiger cat") && t.contains("a.jpg") && t.starts_with("frame"), "{t}");
+        assert!(
+            t.contains("tiger cat") && t.contains("a.jpg") && t.starts_with("frame"),
+            "{t}"
+        );
     }
 }

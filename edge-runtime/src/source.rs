@@ -24,12 +24,29 @@ pub struct Frame {
     pub name: Option<String>,
 }
 
+impl Frame {
+    /// A frame captured now from a live device, numbered from (and advancing) `seq`.
+    fn live(seq: &mut u64, image: RgbImage) -> Fetch {
+        let frame = Frame {
+            seq: *seq,
+            captured: Instant::now(),
+            image,
+            name: None,
+        };
+        *seq += 1;
+        Fetch::Frame(frame)
+    }
+}
+
 /// What a source produced.
 #[derive(Debug)]
 pub enum Fetch {
     Frame(Frame),
     /// An input that could not be decoded (counted, the stream goes on).
-    Skip { name: String, reason: String },
+    Skip {
+        name: String,
+        reason: String,
+    },
     /// The source has no more frames.
     End,
 }
@@ -71,7 +88,9 @@ impl FromStr for SourceSpec {
             ("camera", Some(i)) => i.parse().map(SourceSpec::Camera).map_err(|_| bad()),
             ("video", Some(f)) if !f.is_empty() => Ok(SourceSpec::Video(f.into())),
             ("dir", Some(d)) if !d.is_empty() => Ok(SourceSpec::Dir(d.into())),
-            ("synthetic", None) => Ok(SourceSpec::Synthetic { fps: DEFAULT_SYNTHETIC_FPS }),
+            ("synthetic", None) => Ok(SourceSpec::Synthetic {
+                fps: DEFAULT_SYNTHETIC_FPS,
+            }),
             ("synthetic", Some(f)) => match f.parse::<f64>() {
                 Ok(fps) if fps > 0.0 && fps.is_finite() => Ok(SourceSpec::Synthetic { fps }),
                 _ => Err(bad()),
@@ -122,7 +141,11 @@ impl Synthetic {
             self.noise ^= self.noise >> 7;
             self.noise ^= self.noise << 17;
             let n = (self.noise & 0x1f) as u32;
-            *px = Rgb([((x + shift) % 256) as u8, ((y + shift / 2) % 256) as u8, ((x + y + n) % 256) as u8]);
+            *px = Rgb([
+                ((x + shift) % 256) as u8,
+                ((y + shift / 2) % 256) as u8,
+                ((x + y + n) % 256) as u8,
+            ]);
         }
         img
     }
@@ -146,9 +169,7 @@ impl FrameSource for Synthetic {
         }
         self.next_due = Some(due + self.interval);
         let image = self.render();
-        let frame = Frame { seq: self.seq, captured: Instant::now(), image, name: None };
-        self.seq += 1;
-        Ok(Fetch::Frame(frame))
+        Ok(Frame::live(&mut self.seq, image))
     }
 }
 
@@ -169,9 +190,18 @@ impl DirSource {
         }
         let (files, _) = collect_images(std::slice::from_ref(&dir));
         if files.is_empty() {
-            return Err(RuntimeError::NoImages { paths: dir.display().to_string() });
+            return Err(RuntimeError::NoImages {
+                paths: dir.display().to_string(),
+            });
         }
-        Ok(DirSource { dir, files, pos: 0, looping, limits, seq: 0 })
+        Ok(DirSource {
+            dir,
+            files,
+            pos: 0,
+            looping,
+            limits,
+            seq: 0,
+        })
     }
 }
 
@@ -193,12 +223,24 @@ impl FrameSource for DirSource {
         }
         let path = &self.files[self.pos];
         self.pos += 1;
-        let name = path.strip_prefix(&self.dir).unwrap_or(path).display().to_string();
+        let name = path
+            .strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         let seq = self.seq;
         self.seq += 1;
         Ok(match load_image(path, self.limits) {
-            Ok(img) => Fetch::Frame(Frame { seq, captured: Instant::now(), image: to_rgb8(img), name: Some(name) }),
-            Err(e) => Fetch::Skip { name, reason: e.to_string() },
+            Ok(img) => Fetch::Frame(Frame {
+                seq,
+                captured: Instant::now(),
+                image: to_rgb8(img),
+                name: Some(name),
+            }),
+            Err(e) => Fetch::Skip {
+                name,
+                reason: e.to_string(),
+            },
         })
     }
 }
@@ -220,18 +262,30 @@ mod camera {
     use super::*;
 
     pub fn open(index: u32) -> Result<Box<dyn FrameSource>> {
-        let cameras = nokhwa::query(ApiBackend::Auto)
-            .map_err(|e| RuntimeError::Camera { index, reason: format!("cannot list cameras: {e}") })?;
-        let known = cameras.iter().any(|c| c.index() == &CameraIndex::Index(index));
+        let cameras = nokhwa::query(ApiBackend::Auto).map_err(|e| RuntimeError::Camera {
+            index,
+            reason: format!("cannot list cameras: {e}"),
+        })?;
+        let known = cameras
+            .iter()
+            .any(|c| c.index() == &CameraIndex::Index(index));
         if !known {
             let found = if cameras.is_empty() {
                 "none".to_string()
             } else {
-                cameras.iter().map(|c| format!("{} ({})", c.index(), c.human_name())).collect::<Vec<_>>().join(", ")
+                cameras
+                    .iter()
+                    .map(|c| format!("{} ({})", c.index(), c.human_name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             return Err(RuntimeError::NoCamera { index, found });
         }
-        let mut source = CameraSource { index, camera: None, seq: 0 };
+        let mut source = CameraSource {
+            index,
+            camera: None,
+            seq: 0,
+        };
         source.reconnect()?;
         Ok(Box::new(source))
     }
@@ -256,21 +310,27 @@ mod camera {
 
         fn next(&mut self) -> Result<Fetch> {
             let index = self.index;
-            let err = |e: &dyn std::fmt::Display| RuntimeError::Camera { index, reason: e.to_string() };
+            let err = |e: &dyn std::fmt::Display| RuntimeError::Camera {
+                index,
+                reason: e.to_string(),
+            };
             let camera = self.camera.as_mut().ok_or_else(|| err(&"not open"))?;
             let buffer = camera.frame().map_err(|e| err(&e))?;
             let image = buffer.decode_image::<RgbFormat>().map_err(|e| err(&e))?;
-            let frame = Frame { seq: self.seq, captured: Instant::now(), image, name: None };
-            self.seq += 1;
-            Ok(Fetch::Frame(frame))
+            Ok(Frame::live(&mut self.seq, image))
         }
 
         fn reconnect(&mut self) -> Result<()> {
             let index = self.index;
-            let err = |e: &dyn std::fmt::Display| RuntimeError::Camera { index, reason: e.to_string() };
+            let err = |e: &dyn std::fmt::Display| RuntimeError::Camera {
+                index,
+                reason: e.to_string(),
+            };
             self.camera = None;
-            let format = RequestedFormat::new::<RgbFormat>(RequestedFormatType::AbsoluteHighestFrameRate);
-            let mut camera = nokhwa::Camera::new(CameraIndex::Index(index), format).map_err(|e| err(&e))?;
+            let format =
+                RequestedFormat::new::<RgbFormat>(RequestedFormatType::AbsoluteHighestFrameRate);
+            let mut camera =
+                nokhwa::Camera::new(CameraIndex::Index(index), format).map_err(|e| err(&e))?;
             camera.open_stream().map_err(|e| err(&e))?;
             self.camera = Some(camera);
             Ok(())
@@ -284,14 +344,39 @@ mod tests {
 
     #[test]
     fn source_specs_parse_and_bad_ones_name_the_forms() {
-        assert_eq!("camera:0".parse::<SourceSpec>().unwrap(), SourceSpec::Camera(0));
-        assert_eq!("dir:a/b".parse::<SourceSpec>().unwrap(), SourceSpec::Dir("a/b".into()));
-        assert_eq!("video:v.mp4".parse::<SourceSpec>().unwrap(), SourceSpec::Video("v.mp4".into()));
-        assert_eq!("synthetic".parse::<SourceSpec>().unwrap(), SourceSpec::Synthetic { fps: 30.0 });
-        assert_eq!("synthetic:120".parse::<SourceSpec>().unwrap(), SourceSpec::Synthetic { fps: 120.0 });
-        for bad in ["camera:x", "synthetic:0", "synthetic:-3", "webcam", "dir:", ""] {
+        assert_eq!(
+            "camera:0".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Camera(0)
+        );
+        assert_eq!(
+            "dir:a/b".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Dir("a/b".into())
+        );
+        assert_eq!(
+            "video:v.mp4".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Video("v.mp4".into())
+        );
+        assert_eq!(
+            "synthetic".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Synthetic { fps: 30.0 }
+        );
+        assert_eq!(
+            "synthetic:120".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Synthetic { fps: 120.0 }
+        );
+        for bad in [
+            "camera:x",
+            "synthetic:0",
+            "synthetic:-3",
+            "webcam",
+            "dir:",
+            "",
+        ] {
             let err = bad.parse::<SourceSpec>().unwrap_err().to_string();
-            assert!(err.contains("camera:N") && err.contains("synthetic[:FPS]"), "{bad}: {err}");
+            assert!(
+                err.contains("camera:N") && err.contains("synthetic[:FPS]"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -304,18 +389,32 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         assert_ne!(frames[0].image, frames[1].image);
         assert_eq!(frames[4].image.dimensions(), (32, 24));
     }
 
     #[test]
     fn camera_and_video_without_support_are_clear_errors() {
-        let video = open(&SourceSpec::Video("clip.mp4".into()), false, ImageLimits::default()).err().unwrap();
-        assert!(video.to_string().contains("not built with video support"), "{video}");
+        let video = open(
+            &SourceSpec::Video("clip.mp4".into()),
+            false,
+            ImageLimits::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            video.to_string().contains("not built with video support"),
+            "{video}"
+        );
         #[cfg(not(feature = "camera"))]
         {
-            let cam = open(&SourceSpec::Camera(0), false, ImageLimits::default()).err().unwrap();
+            let cam = open(&SourceSpec::Camera(0), false, ImageLimits::default())
+                .err()
+                .unwrap();
             assert!(cam.to_string().contains("--features camera"), "{cam}");
         }
     }

@@ -10,8 +10,14 @@ pub struct Reference {
     pub preset: &'static str,
 }
 
-pub const MOBILENET: Reference = Reference { file: "mobilenet_v2_1.0_224.onnx", preset: "mobilenetv2" };
-pub const LITE0: Reference = Reference { file: "efficientnet_lite0.onnx", preset: "efficientnet-lite0" };
+pub const MOBILENET: Reference = Reference {
+    file: "mobilenet_v2_1.0_224.onnx",
+    preset: "mobilenetv2",
+};
+pub const LITE0: Reference = Reference {
+    file: "efficientnet_lite0.onnx",
+    preset: "efficientnet-lite0",
+};
 
 impl Reference {
     pub fn path(&self) -> PathBuf {
@@ -21,7 +27,14 @@ impl Reference {
     /// `--model M --preset P --labels imagenet_labels.txt`
     pub fn args(&self) -> Vec<String> {
         let labels = perch::weights_dir().join("imagenet_labels.txt");
-        vec!["--model".into(), s(&self.path()), "--preset".into(), self.preset.into(), "--labels".into(), s(&labels)]
+        vec![
+            "--model".into(),
+            s(&self.path()),
+            "--preset".into(),
+            self.preset.into(),
+            "--labels".into(),
+            s(&labels),
+        ]
     }
 }
 
@@ -31,7 +44,10 @@ pub fn s(p: &Path) -> String {
 
 /// Runs the built `edge-runtime` with these arguments.
 pub fn edge_runtime<S: AsRef<str>>(args: &[S]) -> Output {
-    Command::new(perch::bin("edge-runtime")).args(args.iter().map(|a| a.as_ref())).output().expect("run edge-runtime")
+    Command::new(perch::bin("edge-runtime"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("run edge-runtime")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -44,7 +60,10 @@ pub fn stderr(o: &Output) -> String {
 
 /// `classify --json` lines as JSON values.
 pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).collect()
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
 }
 
 /// The photos committed under tests/fixtures/photos.
