@@ -333,9 +333,13 @@ impl Staged {
         if name.is_empty() || out.is_dir() {
             return Err(TrainerError::ExportInvalid(format!("--out {} must be a file path such as model.onnx", out.display())));
         }
-        let file = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // tempfile creates 0600; the exported model is an ordinary shareable file.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder
             .tempfile_in(&dir)
             .map_err(|e| TrainerError::Io { path: out.to_path_buf(), source: e })?;
         Ok(Staged { file, out: out.to_path_buf() })
