@@ -86,7 +86,7 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
     assert!(out.contains("fp32") && out.contains('%'), "prints the accuracy: {out}");
     let out = ok(trainer(&[
         "export", "--run", s(run), "--out", s(&int8), "--precision", "int8", "--calibration-images", "16",
-        "--calibration-method", "entropy", "--max-drop", "10",
+        "--calibration-method", "minmax", "--max-drop", "10",
     ]));
     assert!(out.contains("int8-native") && out.contains("int8-weights") && out.contains("drop"), "{out}");
 
@@ -97,7 +97,7 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
     assert_eq!(m32.precision.kind, models::manifest::Precision::Fp32);
     assert_eq!(m8.precision.kind, models::manifest::Precision::Int8);
     let cal = m8.precision.calibration.as_ref().expect("calibration summary");
-    assert_eq!((cal.method.as_str(), cal.images), ("entropy", 16));
+    assert_eq!((cal.method.as_str(), cal.images), ("minmax", 16));
     assert!(cal.weights >= 50 && cal.activations >= 50, "{cal:?}");
     for key in ["val_accuracy", "int8_native_accuracy", "int8_weights_accuracy", "int8_drop_points"] {
         assert!(m8.metrics.contains_key(key), "{key} missing from {:?}", m8.metrics);
