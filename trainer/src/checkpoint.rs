@@ -1,1 +1,190 @@
-//! (being written)
+//! Atomic writes, per-epoch checkpoints and the trained model.
+//!
+//! A checkpoint is a folder `RUN_DIR/checkpoints/epoch-NNN/` holding the trainable module
+//! (`model.bpk`: the head in the head phase, backbone + head when fine-tuning), the optimizer
+//! state (`optim.bpk`) and `state.json` (history so far, best epoch). It is written under a
+//! temporary name and renamed, so after a crash (even kill -9) every `epoch-NNN` folder is
+//! complete. burn records keep parameter ids, so the optimizer state matches on resume.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::store::ModuleRecord;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::BackboneNet;
+use crate::error::TrainerError;
+use crate::head::Head;
+use crate::history::EpochRow;
+use crate::run::{BEST_MODEL, RunInfo};
+
+/// Writes `bytes` to `path` through a temporary file in the same folder + rename, so readers
+/// (and a crashed run) see the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
+    let tmp = temp_sibling(path);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainerError::Io { path: path.to_path_buf(), source: e }
+    })
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
+    TrainerError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Saves a module's parameters (burnpack) atomically.
+pub fn save_module<M: Module>(module: M, path: &Path) -> Result<(), TrainerError> {
+    let tmp = temp_sibling(path);
+    module.into_record().save(&tmp).map_err(|e| record_err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(TrainerError::io(path))
+}
+
+/// Loads parameters saved by [`save_module`] into `module` (same structure).
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, TrainerError> {
+    let record = ModuleRecord::load(path).map_err(|e| record_err(path, format!("{e}: delete it to start over")))?;
+    // `allow_unused`: a backbone record may carry the ImageNet classifier the new model lacks.
+    module.try_load_record(record.allow_unused(true)).map_err(|e| record_err(path, format!("does not fit this model: {e}")))
+}
+
+/// The classifier: backbone + new head.
+#[derive(Module, Debug)]
+pub struct TrainedModel {
+    pub backbone: BackboneNet,
+    pub head: Head,
+}
+
+impl TrainedModel {
+    pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.features(x))
+    }
+
+    /// The model structure for `info`, parameters from `path` (a full model record).
+    pub fn load(info: &RunInfo, path: &Path, device: &Device) -> Result<Self, TrainerError> {
+        let skeleton = TrainedModel {
+            // Running BatchNorm statistics, as trained (see fit).
+            backbone: BackboneNet::new(info.backbone, device).with_frozen_batchnorm(true),
+            head: Head::new(info.backbone.spec().feature_dim, info.labels.len(), info.config.dropout, device)?,
+        };
+        Ok(load_module(skeleton, path)?.valid())
+    }
+}
+
+/// The best model of a run (by val accuracy) and its run info.
+pub fn load_best(run_dir: &Path, device: &Device) -> Result<(TrainedModel, RunInfo), TrainerError> {
+    let info = RunInfo::read(run_dir)?;
+    let path = run_dir.join(BEST_MODEL);
+    if !path.is_file() {
+        return Err(TrainerError::Run {
+            path,
+            reason: "no best model yet: the run has not finished an epoch (`trainer fit --resume` continues it)".into(),
+        });
+    }
+    Ok((TrainedModel::load(&info, &path, device)?, info))
+}
+
+/// What a checkpoint knows besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub epoch: usize,
+    pub phase: String,
+    pub history: Vec<EpochRow>,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+}
+
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "state.json";
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+fn epoch_dir(run_dir: &Path, epoch: usize) -> PathBuf {
+    checkpoints_dir(run_dir).join(format!("epoch-{epoch:03}"))
+}
+
+/// Writes the checkpoint of `state.epoch` and drops older ones (the latest two are kept).
+pub fn save<M: Module>(run_dir: &Path, module: M, optim: &ModuleOptimizer, state: &CheckpointState) -> Result<PathBuf, TrainerError> {
+    let dir = checkpoints_dir(run_dir);
+    let final_dir = epoch_dir(run_dir, state.epoch);
+    let tmp = dir.join(format!(".epoch-{:03}.tmp-{}", state.epoch, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(TrainerError::io(&tmp))?;
+    save_module(module, &tmp.join(MODEL_FILE))?;
+    let opt = tmp.join(OPTIM_FILE);
+    optim.to_record().save(&opt).map_err(|e| record_err(&opt, e))?;
+    write_atomic(&tmp.join(STATE_FILE), &serde_json::to_vec_pretty(state).unwrap_or_default())?;
+    // A leftover folder of the same epoch (a crash after the rename, before the history write)
+    // is replaced: the new one is the same epoch recomputed.
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(TrainerError::io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(TrainerError::io(&final_dir))?;
+    for (epoch, old) in list(run_dir)? {
+        if epoch + 2 <= state.epoch {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    Ok(final_dir)
+}
+
+/// Complete checkpoints, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainerError> {
+    let dir = checkpoints_dir(run_dir);
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
+    let mut out: Vec<(usize, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name.strip_prefix("epoch-")?.parse().ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The latest complete checkpoint: its folder and state.
+pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, CheckpointState)>, TrainerError> {
+    let Some((_, dir)) = list(run_dir)?.pop() else { return Ok(None) };
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(TrainerError::io(&path))?;
+    let state = serde_json::from_str(&text).map_err(|e| record_err(&path, e))?;
+    Ok(Some((dir, state)))
+}
+
+pub fn load_optimizer(optim: ModuleOptimizer, checkpoint: &Path) -> Result<ModuleOptimizer, TrainerError> {
+    let path = checkpoint.join(OPTIM_FILE);
+    let record = OptimizerRecord::load(&path).map_err(|e| record_err(&path, e))?;
+    Ok(optim.load_record(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

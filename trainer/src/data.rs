@@ -1,1 +1,270 @@
-//! (being written)
+//! Image-folder datasets: `DIR/train/<class>/*` + `DIR/val/<class>/*` (or `test/`), or one
+//! `DIR/<class>/*` folder split into train/val by a seeded per-class shuffle. Class = folder
+//! name, classes sorted by name so label indices never depend on the file system's order.
+//! Files without an image extension are skipped and counted; undecodable images are found
+//! (and counted) later, when the features are computed.
+
+use std::path::{Path, PathBuf};
+
+use models::Labels;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::error::TrainerError;
+use crate::run::RunInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub labels: Labels,
+    pub train: Vec<Sample>,
+    pub val: Vec<Sample>,
+    /// Files left out, with the reason (not an image, unreadable, ...).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+fn dataset_err(path: &Path, reason: impl Into<String>) -> TrainerError {
+    TrainerError::Dataset { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
+    let rd = std::fs::read_dir(dir).map_err(TrainerError::io(dir))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        out.push(entry.map_err(TrainerError::io(dir))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Class folders (sorted) of `dir`; hidden folders are ignored.
+fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+        .collect())
+}
+
+fn class_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Image files of one class folder (not recursive); other files go to `skipped`.
+fn class_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>, TrainerError> {
+    let mut files = Vec::new();
+    for p in sorted_entries(dir)? {
+        if p.is_dir() {
+            skipped.push((p, "sub-folder inside a class folder (not searched)".into()));
+        } else if models::preprocess::is_image_path(&p) {
+            files.push(p);
+        } else {
+            skipped.push((p, "not an image file (by extension)".into()));
+        }
+    }
+    Ok(files)
+}
+
+/// Reads one `<class>/*` folder: labels (sorted class names) and samples per class.
+fn read_classes(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<(Vec<String>, Vec<Vec<PathBuf>>), TrainerError> {
+    let classes = class_dirs(dir)?;
+    if classes.is_empty() {
+        return Err(dataset_err(dir, "has no class folders: expected DIR/<class>/<image> (or DIR/train/<class>/ and DIR/val/<class>/)"));
+    }
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for c in &classes {
+        names.push(class_name(c));
+        files.push(class_files(c, skipped)?);
+    }
+    Ok((names, files))
+}
+
+fn require_trainable(dir: &Path, names: &[String], files: &[Vec<PathBuf>]) -> Result<(), TrainerError> {
+    if names.len() < 2 {
+        return Err(dataset_err(
+            dir,
+            format!("has a single class ({}): a classifier needs at least 2 class folders", names.join(", ")),
+        ));
+    }
+    for (name, f) in names.iter().zip(files) {
+        if f.is_empty() {
+            return Err(dataset_err(
+                &dir.join(name),
+                "class folder has no images (.jpg/.jpeg/.png/...): add images or remove the folder",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn to_samples(files: Vec<Vec<PathBuf>>) -> Vec<Sample> {
+    files
+        .into_iter()
+        .enumerate()
+        .flat_map(|(label, fs)| fs.into_iter().map(move |path| Sample { path, label }))
+        .collect()
+}
+
+/// Opens an image-folder dataset. With `DIR/train`, validation comes from `DIR/val` (or
+/// `DIR/test`); `val_split` then is ignored unless neither exists. Without `DIR/train`, `DIR`
+/// holds the class folders and `val_split` (0..1) of each class is held out, chosen by `seed`.
+pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Result<Splits, TrainerError> {
+    if !dir.is_dir() {
+        return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/train/<class>/ and DIR/val/<class>/ (or DIR/<class>/ with --val-split 0.2)"));
+    }
+    let mut skipped = Vec::new();
+    let train_dir = dir.join("train");
+    let val_dir = ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir());
+    let (root, split_needed) = match (train_dir.is_dir(), &val_dir) {
+        (true, Some(_)) => (train_dir, false),
+        (true, None) => (train_dir, true),
+        (false, _) => (dir.to_path_buf(), true),
+    };
+    let (names, files) = read_classes(&root, &mut skipped)?;
+    require_trainable(&root, &names, &files)?;
+    let labels = Labels(names.clone());
+
+    if !split_needed {
+        let val_dir = val_dir.unwrap_or_default();
+        let mut val = Vec::new();
+        for c in class_dirs(&val_dir)? {
+            let name = class_name(&c);
+            let Some(label) = names.iter().position(|n| *n == name) else {
+                return Err(dataset_err(
+                    &c,
+                    format!("validation class '{name}' has no training folder: the classes are {}", names.join(", ")),
+                ));
+            };
+            val.extend(class_files(&c, &mut skipped)?.into_iter().map(|path| Sample { path, label }));
+        }
+        if val.is_empty() {
+            return Err(dataset_err(&val_dir, "has no validation images: fill DIR/val/<class>/ or remove it and use --val-split"));
+        }
+        return Ok(Splits { labels, train: to_samples(files), val, skipped });
+    }
+
+    let Some(frac) = val_split else {
+        return Err(dataset_err(dir, "has no val/ or test/ folder: pass --val-split 0.2 to hold out a part of each class"));
+    };
+    if !(frac > 0.0 && frac < 1.0) {
+        return Err(TrainerError::InvalidArgument(format!("--val-split {frac} must be between 0 and 1 (e.g. 0.2)")));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (label, mut fs) in files.into_iter().enumerate() {
+        fs.shuffle(&mut rng);
+        // At least one image each side when the class has two or more.
+        let n_val = ((fs.len() as f32 * frac).round() as usize).clamp(usize::from(fs.len() > 1), fs.len().saturating_sub(1));
+        for (i, path) in fs.into_iter().enumerate() {
+            let s = Sample { path, label };
+            if i < n_val { val.push(s) } else { train.push(s) }
+        }
+    }
+    // File order inside each class stays sorted so runs read files in a stable order.
+    train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+    val.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+    Ok(Splits { labels, train, val, skipped })
+}
+
+/// Keeps the first `n` samples of each class (quick runs and tests).
+pub fn limit_per_class(samples: Vec<Sample>, n: usize) -> Vec<Sample> {
+    let mut counts = std::collections::HashMap::new();
+    samples
+        .into_iter()
+        .filter(|s| {
+            let c = counts.entry(s.label).or_insert(0usize);
+            *c += 1;
+            *c <= n
+        })
+        .collect()
+}
+
+impl Splits {
+    pub fn limited(mut self, per_class: Option<usize>) -> Self {
+        if let Some(n) = per_class {
+            self.train = limit_per_class(self.train, n);
+            self.val = limit_per_class(self.val, n);
+        }
+        self
+    }
+}
+
+/// The same split (and subset) the run used.
+pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
+    Ok(open_image_folder(&info.data_dir, info.val_split, info.seed)?.limited(info.limit_per_class))
+}
+
+/// A labelled folder for evaluation: `DIR/val/` or `DIR/test/` if present, else `DIR`; its class
+/// folders must be among `labels` (a run's classes), matched by name.
+pub fn open_labelled_folder(dir: &Path, labels: &Labels) -> Result<(Vec<Sample>, Vec<(PathBuf, String)>), TrainerError> {
+    if !dir.is_dir() {
+        return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/<class>/ (or DIR/val/<class>/)"));
+    }
+    let root = ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir()).unwrap_or_else(|| dir.to_path_buf());
+    let mut skipped = Vec::new();
+    let (names, files) = read_classes(&root, &mut skipped)?;
+    let mut samples = Vec::new();
+    for (name, fs) in names.iter().zip(files) {
+        let Some(label) = labels.0.iter().position(|l| l == name) else {
+            return Err(dataset_err(
+                &root.join(name),
+                format!("class '{name}' is not one the model knows ({})", labels.0.join(", ")),
+            ));
+        };
+        samples.extend(fs.into_iter().map(|path| Sample { path, label }));
+    }
+    if samples.is_empty() {
+        return Err(dataset_err(&root, "has no images in its class folders"));
+    }
+    Ok((samples, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn single_folder_split_is_seeded_per_class_and_counts_non_images() {
+        let d = tempfile::tempdir().unwrap();
+        for c in ["b", "a"] {
+            for i in 0..10 {
+                touch(&d.path().join(c).join(format!("{i}.jpg")));
+            }
+        }
+        touch(&d.path().join("a/notes.txt"));
+        let s1 = open_image_folder(d.path(), Some(0.2), 7).unwrap();
+        let s2 = open_image_folder(d.path(), Some(0.2), 7).unwrap();
+        let s3 = open_image_folder(d.path(), Some(0.2), 8).unwrap();
+        assert_eq!(s1.labels.0, vec!["a", "b"]);
+        assert_eq!((s1.train.len(), s1.val.len()), (16, 4));
+        assert_eq!(s1.val, s2.val);
+        assert_ne!(s1.val, s3.val);
+        assert_eq!(s1.skipped.len(), 1);
+        assert_eq!(s1.limited(Some(3)).train.len(), 6);
+    }
+
+    #[test]
+    fn bad_layouts_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        touch(&d.path().join("train/only/1.jpg"));
+        touch(&d.path().join("val/only/1.jpg"));
+        let e = open_image_folder(d.path(), None, 0).unwrap_err().to_string();
+        assert!(e.contains("single class"), "{e}");
+        std::fs::create_dir_all(d.path().join("train/empty")).unwrap();
+        let e = open_image_folder(d.path(), None, 0).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("no images"), "{e}");
+        let e = open_image_folder(&d.path().join("train/only"), None, 0).unwrap_err().to_string();
+        assert!(e.contains("no class folders"), "{e}");
+    }
+}

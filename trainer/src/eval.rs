@@ -1,1 +1,65 @@
-//! (being written)
+//! `trainer eval --run RUN_DIR --data DIR`: the best model of a run on a labelled image folder
+//! (DIR/val/ or DIR/test/ when present, else DIR/<class>/ itself), with the same metrics as
+//! `metrics.json`. Class folders are matched to the run's labels by name.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::load_best;
+use crate::data::Sample;
+use crate::error::TrainerError;
+use crate::metrics::Metrics;
+use crate::predict::classify_files;
+use crate::run::DeviceKind;
+
+/// Evaluate a trained run on a labelled image folder.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The `trainer fit --out` folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// DIR/val/<class>/ or DIR/test/<class>/, else DIR/<class>/.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Also write the metrics as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub limit_per_class: Option<usize>,
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceKind,
+}
+
+pub struct EvalReport {
+    pub metrics: Metrics,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+pub fn run(args: &EvalArgs) -> Result<EvalReport, TrainerError> {
+    let device = args.device.device();
+    let (model, info) = load_best(&args.run, &device)?;
+    let (samples, mut skipped) = crate::data::open_labelled_folder(&args.data, &info.labels)?;
+    let samples = match args.limit_per_class {
+        Some(n) => crate::data::limit_per_class(samples, n),
+        None => samples,
+    };
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    let results = classify_files(&model, &info, &paths, 16, &device);
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    for (Sample { path, label }, r) in samples.into_iter().zip(results) {
+        match r {
+            Ok(probs) => {
+                truth.push(label);
+                predicted.push(edge_runtime::top_k(&probs, 1).first().map_or(0, |t| t.0));
+            }
+            Err(e) => skipped.push((path, e)),
+        }
+    }
+    if truth.is_empty() {
+        return Err(TrainerError::Dataset { path: args.data.clone(), reason: "no readable image to evaluate".into() });
+    }
+    let metrics = Metrics::compute(&info.labels, &truth, &predicted);
+    if let Some(p) = &args.json {
+        metrics.write(p)?;
+    }
+    Ok(EvalReport { metrics, skipped })
+}

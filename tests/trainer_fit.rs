@@ -1,0 +1,192 @@
+//! End-to-end `trainer fit / eval / predict` on small subsets of the shared datasets, through
+//! the built binary (what a user runs).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn trainer() -> Command {
+    let mut c = Command::new(perch::bin("trainer"));
+    c.env("PERCH_WEIGHTS", perch::weights_dir()).env("RUST_LOG", "warn");
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run trainer");
+    assert!(
+        out.status.success(),
+        "trainer failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A small fit on hymenoptera: 12 images per class, head + fine-tuning of the top 2 stages.
+fn fit_args(run: &Path, cache: &Path) -> Vec<String> {
+    let hym = perch::dataset_dir("hymenoptera");
+    [
+        "fit", "--backbone", "mobilenetv2", "--data", hym.to_str().unwrap(), "--out", run.to_str().unwrap(),
+        "--cache-dir", cache.to_str().unwrap(), "--limit-per-class", "12", "--epochs", "6", "--batch-size", "8",
+        "--fine-tune-layers", "2", "--fine-tune-epochs", "3", "--seed", "7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn history(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("history.json")).expect("history.json");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
+}
+
+fn field(row: &serde_json::Value, name: &str) -> f64 {
+    row[name].as_f64().unwrap_or_else(|| panic!("{name} in {row}"))
+}
+
+#[test]
+fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+    // Uninterrupted reference run (also fills the shared feature cache).
+    let out = run_ok(trainer().args(fit_args(&a, &cache)));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("24 train, 24 val, 0 skipped"), "{summary}");
+    let ha = history(&a);
+    assert_eq!(ha.len(), 9);
+    for f in ["metrics.json", "curves.png", "confusion.png", "predictions.png", "best.bpk", "history.csv"] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["accuracy"].as_f64().unwrap() >= 0.75, "{metrics}");
+    assert_eq!(metrics["confusion"].as_array().unwrap().len(), 2);
+
+    // Same run, SIGKILLed as soon as the second checkpoint exists, then resumed.
+    let mut child = trainer().args(fit_args(&b, &cache)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let killed = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break !status.success();
+        }
+        if b.join("checkpoints/epoch-002").is_dir() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break true;
+        }
+        assert!(Instant::now() < deadline, "fit never wrote a checkpoint");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(killed, "the run finished before it could be killed");
+    let partial = history(&b).len();
+    assert!(partial < 9, "killed run already has {partial} epochs");
+    let mut resume = trainer();
+    resume.args(fit_args(&b, &cache)).arg("--resume");
+    let out = run_ok(&mut resume);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let hb = history(&b);
+    let epochs: Vec<u64> = hb.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, (1..=9).collect::<Vec<u64>>(), "no missing or duplicated epoch");
+    for (ra, rb) in ha.iter().zip(&hb) {
+        assert_eq!(ra["phase"], rb["phase"]);
+        for f in ["train_loss", "train_acc", "val_loss", "val_acc", "lr"] {
+            assert!((field(ra, f) - field(rb, f)).abs() < 1e-5, "epoch {}: {f} {} vs {}", ra["epoch"], field(ra, f), field(rb, f));
+        }
+    }
+    assert_eq!(hb.iter().filter(|r| r["phase"] == "fine-tune").count(), 3);
+
+    // eval and predict use the run's best model.
+    let hym = perch::dataset_dir("hymenoptera");
+    let out = run_ok(trainer().args(["eval", "--run", a.to_str().unwrap(), "--data", hym.to_str().unwrap(), "--limit-per-class", "12"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let acc: f64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+    assert!((acc - metrics["accuracy"].as_f64().unwrap()).abs() < 1e-9, "eval on the same val images: {text}");
+
+    let bee = first_image(&hym.join("val/bees"));
+    let out = run_ok(trainer().args(["predict", "--run", a.to_str().unwrap(), "--json", bee.to_str().unwrap()]));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["top"].as_array().unwrap().len(), 2);
+
+    let junk = tmp.path().join("junk.jpg");
+    std::fs::write(&junk, b"not a jpeg").unwrap();
+    let out = trainer().args(["predict", "--run", a.to_str().unwrap(), junk.to_str().unwrap(), bee.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.jpg"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bees") || String::from_utf8_lossy(&out.stdout).contains("ants"));
+}
+
+fn first_image(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v.remove(0)
+}
+
+/// A tiny train/val folder from hymenoptera images: `per_class` images per class.
+fn tiny_dataset(root: &Path, classes: &[&str], per_class: usize) {
+    let hym = perch::dataset_dir("hymenoptera");
+    for split in ["train", "val"] {
+        for (i, c) in classes.iter().enumerate() {
+            let src = hym.join(split).join(["ants", "bees"][i % 2]);
+            let dst = root.join(split).join(c);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(per_class) {
+                std::fs::copy(f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = trainer().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {args:?}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_or_a_counted_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |s: &str| tmp.path().join(s).to_string_lossy().into_owned();
+    let data = tmp.path().join("data");
+    tiny_dataset(&data, &["ants", "bees"], 3);
+    // A corrupt image and a non-image file: skipped and counted, the run completes.
+    std::fs::write(data.join("train/ants/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    std::fs::write(data.join("train/bees/notes.txt"), b"hello").unwrap();
+    let out = run_ok(trainer().args(["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("run"), "--epochs", "2"]));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("6 train, 6 val, 2 skipped") || summary.contains("5 train, 6 val, 2 skipped"), "{summary}");
+    assert!(summary.contains("broken.jpg"), "{summary}");
+    // The same --out again without --resume must not overwrite the run.
+    fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("run")], &["--resume"]);
+
+    fails_with(&["fit", "--backbone", "resnet50", "--data", &p("data"), "--out", &p("r1")], &["unknown backbone 'resnet50'"]);
+    let mut c = trainer();
+    c.env_remove("PERCH_WEIGHTS").env("PERCH_WEIGHTS_URL", "http://127.0.0.1:9/none");
+    let out = c
+        .args(["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("r2"), "--weights-dir", &p("no-weights")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("mobilenet_v2_1.0_224.safetensors") && !err.contains("panicked"), "{err}");
+    let mobilenet = perch::weights_dir().join("mobilenet_v2_1.0_224.safetensors");
+    fails_with(
+        &["fit", "--backbone", "efficientnet-lite0", "--data", &p("data"), "--out", &p("r3"), "--weights", mobilenet.to_str().unwrap()],
+        &["does not fit efficientnet-lite0"],
+    );
+
+    let single = tmp.path().join("single");
+    tiny_dataset(&single, &["ants"], 2);
+    fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("single"), "--out", &p("r4")], &["single class"]);
+    std::fs::create_dir_all(data.join("train/wasps")).unwrap();
+    fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("r5")], &["wasps", "no images"]);
+    fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("nowhere"), "--out", &p("r6")], &["nowhere", "not a folder"]);
+    fails_with(&["eval", "--run", &p("r6"), "--data", &p("data")], &["run.json"]);
+}
