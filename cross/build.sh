@@ -5,7 +5,7 @@
 #     TARGET: aarch64-unknown-linux-gnu (64-bit Raspberry Pi OS) or
 #             armv7-unknown-linux-gnueabihf (32-bit Raspberry Pi OS)
 #     CARGO_ARGS: passed to cargo, e.g. `--features camera`.
-#   PERCH_CROSS_PROFILE=deploy|release (default deploy: the measured deployment profile)
+#   PERCH_CROSS_PROFILE=deploy|release|qemu-check (default deploy: the measured deployment profile)
 #
 # Result: target/<TARGET>/release/edge-runtime (whatever the profile; it is the path users and
 # cross/test-qemu.sh look for).

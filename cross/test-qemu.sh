@@ -4,8 +4,8 @@
 #
 #   bash cross/test-qemu.sh
 #   PERCH_SHARED (default ../shared): weights and datasets.
-#   PERCH_CROSS_PROFILE (default release here: the deploy profile's fat LTO costs CI minutes and
-#   does not change what is being checked, the aarch64 code generation and kernels).
+#   PERCH_CROSS_PROFILE (default qemu-check here, see Cargo.toml: the deploy profile's fat LTO and
+#   full optimisation cost CI minutes and do not change what is checked: aarch64 codegen and kernels).
 #
 # Idempotent; on a fresh Debian 12 machine it installs the Debian packages it needs (as root).
 set -euo pipefail
@@ -19,7 +19,7 @@ for f in "$model" "$labels"; do
   [ -f "$f" ] || { echo "cross/test-qemu.sh: missing $f (set PERCH_SHARED to the shared folder)" >&2; exit 1; }
 done
 
-PERCH_CROSS_PROFILE=${PERCH_CROSS_PROFILE:-release} bash cross/build.sh "$target"
+PERCH_CROSS_PROFILE=${PERCH_CROSS_PROFILE:-qemu-check} bash cross/build.sh "$target"
 arm_bin=target/$target/release/edge-runtime
 file "$arm_bin" 2>/dev/null || true
 

@@ -15,7 +15,10 @@ cargo build --release --locked -p trainer -p edge-runtime
 trainer=target/release/trainer
 runtime=target/release/edge-runtime
 
-"$trainer" fit --backbone "$backbone" --data "$data" --out "$run"
+# A second run of this script continues (or just re-reports) the same run instead of refusing.
+resume=()
+[ -f "$run/run.json" ] && resume=(--resume)
+"$trainer" fit --backbone "$backbone" --data "$data" --out "$run" "${resume[@]}"
 "$trainer" export --run "$run" --out "$run/model-fp32.onnx" --precision fp32
 "$trainer" export --run "$run" --out "$run/model-int8.onnx" --precision int8
 # Classify the validation (or test) images with the self-describing exported model.

@@ -65,7 +65,7 @@ struct ModelArgs {
     /// Labels file, one class per line in output order (required with --preset).
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
-    /// Intra-op threads for tract. Accepted; this build runs single-threaded (see README).
+    /// Intra-op threads for tract's matrix products (default 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// How to execute int8 (QDQ) models.
@@ -180,17 +180,13 @@ fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
         int8: m.int8,
     };
     let c = Classifier::load(&opts)?;
-    if m.threads.is_some_and(|t| t > 1) && !edge_runtime::model::THREADS_SUPPORTED {
-        eprintln!(
-            "note: --threads is accepted but this build runs tract single-threaded (tract-linalg without multithread-mm)"
-        );
-    }
     eprintln!(
-        "model {} ({}, {} classes, {}, 1 thread)",
+        "model {} ({}, {} classes, {}, {} thread(s))",
         m.model.display(),
         c.manifest().name,
         c.num_classes(),
-        c.execution().name()
+        c.execution().name(),
+        m.threads.unwrap_or(1)
     );
     if let Some((native, weights)) = c.auto_timings() {
         eprintln!(

@@ -12,6 +12,7 @@ use models::{Backbone, Labels, Manifest};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tract_onnx::pb::ModelProto;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -25,10 +26,8 @@ pub struct LoadOptions {
     pub preset: Option<Backbone>,
     /// Labels file: required with `preset`; otherwise overrides the manifest's labels.
     pub labels: Option<PathBuf>,
-    /// Requested intra-op threads. tract 0.23 runs a graph multithreaded only when
-    /// tract-linalg is built with its `multithread-mm` feature, which this workspace does not
-    /// enable (it would add rayon to the device binary): the value is accepted and recorded,
-    /// inference stays single-threaded. See [`THREADS_SUPPORTED`].
+    /// Intra-op threads: tract's matrix products run on a private pool of this many threads
+    /// (None or 1: on the calling thread).
     pub threads: Option<usize>,
     pub int8: Int8Mode,
 }
@@ -77,8 +76,6 @@ impl Execution {
 
 type Plan = Arc<TypedRunnableModel>;
 
-/// Whether `--threads N > 1` changes anything in this build (see [`LoadOptions::threads`]).
-pub const THREADS_SUPPORTED: bool = false;
 
 /// A classifier ready to run: tract plan built once, manifest, input shape.
 pub struct Classifier {
@@ -88,11 +85,13 @@ pub struct Classifier {
     execution: Execution,
     /// Timings behind an `--int8 auto` choice, (native ms, weights ms), for the logs.
     auto_timings: Option<(f64, f64)>,
+    executor: Executor,
 }
 
 impl Classifier {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let path = opts.model.clone();
+        let executor = executor_for(opts.threads);
         let proto = read_proto(&path)?;
         let manifest = resolve_manifest(&proto, opts)?;
         let build = |proto: &ModelProto| build_plan(&path, &manifest, proto);
@@ -113,8 +112,8 @@ impl Classifier {
                     // Which is faster depends on the CPU's int8 kernels: measure, keep the winner.
                     let native = build(&proto)?;
                     let weights = build(&folded()?)?;
-                    let t_native = time_plan(&native, &manifest)?;
-                    let t_weights = time_plan(&weights, &manifest)?;
+                    let t_native = time_plan(&native, &manifest, &executor)?;
+                    let t_weights = time_plan(&weights, &manifest, &executor)?;
                     auto_timings = Some((t_native, t_weights));
                     if t_native <= t_weights {
                         (native, Execution::Int8Native)
@@ -130,6 +129,7 @@ impl Classifier {
             path,
             execution,
             auto_timings,
+            executor,
         };
         c.check_output_count()?;
         Ok(c)
@@ -164,7 +164,7 @@ impl Classifier {
 
     /// Logits for one preprocessed NCHW image (`models::Preprocessor::tensor`).
     pub fn infer(&self, input: &[f32]) -> Result<Vec<f32>> {
-        run_plan(&self.plan, &self.manifest, input)
+        run_plan(&self.plan, &self.manifest, input, &self.executor)
     }
 
     /// Softmax top-k for one preprocessed image.
@@ -241,18 +241,26 @@ fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Pl
 }
 
 /// Mean ms per inference over a few runs after a warm-up (for `--int8 auto`).
-fn time_plan(plan: &Plan, manifest: &Manifest) -> Result<f64> {
+fn time_plan(plan: &Plan, manifest: &Manifest, executor: &Executor) -> Result<f64> {
     const RUNS: u32 = 3;
     let input = vec![0.1f32; manifest.preprocessing.tensor_len()];
-    run_plan(plan, manifest, &input)?;
+    run_plan(plan, manifest, &input, executor)?;
     let t = Instant::now();
     for _ in 0..RUNS {
-        run_plan(plan, manifest, &input)?;
+        run_plan(plan, manifest, &input, executor)?;
     }
     Ok(t.elapsed().as_secs_f64() * 1000.0 / RUNS as f64)
 }
 
-fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>> {
+/// The pool tract runs on for `threads`; the pool lives as long as the classifier.
+fn executor_for(threads: Option<usize>) -> Executor {
+    match threads {
+        Some(n) if n > 1 => Executor::multithread_with_name(n, "perch-infer"),
+        _ => Executor::SingleThread,
+    }
+}
+
+fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor) -> Result<Vec<f32>> {
     let p = &manifest.preprocessing;
     let expected = p.tensor_len();
     if input.len() != expected {
@@ -266,8 +274,7 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>>
     let shape = [1usize, 3, p.height as usize, p.width as usize];
     let tensor =
         Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
-    let outputs = plan
-        .run(tvec!(tensor.into_tvalue()))
+    let outputs = multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
         .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     let view = outputs[0]
         .to_plain_array_view::<f32>()

@@ -57,7 +57,7 @@ fn tract_logits(onnx: &Path, input: &[f32]) -> Vec<f32> {
         .unwrap_or_else(|e| panic!("tract cannot load {}: {e}", onnx.display()));
     let input = tract_ndarray::Array4::from_shape_vec((1, 3, 224, 224), input.to_vec()).unwrap();
     let out = plan.run(tvec!(Tensor::from(input).into_tvalue())).unwrap();
-    out[0].to_array_view::<f32>().unwrap().iter().copied().collect()
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
 fn check_parity(kind: Backbone) {

@@ -98,7 +98,7 @@ impl BackboneNet {
 
     /// Writes the backbone (and its ImageNet classifier, if any) as safetensors in the
     /// family's naming, readable by [`BackboneNet::load_file`].
-    pub fn save_file(&self, file: &Path) -> Result<(), TrainerError> {
+    pub fn save_weights(&self, file: &Path) -> Result<(), TrainerError> {
         weights::save(self, file)
     }
 

@@ -161,7 +161,7 @@ fn b0_weights_round_trip_through_the_documented_naming() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("efficientnet_b0.safetensors");
     let net = BackboneNet::new(Backbone::EfficientNetB0, &device);
-    net.save_file(&path).unwrap();
+    net.save_weights(&path).unwrap();
 
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -183,7 +183,7 @@ fn b0_weights_round_trip_through_the_documented_naming() {
 fn write_edited(kind: Backbone, path: &std::path::Path, edit: &str, replacement: Option<Vec<usize>>) {
     let device = Device::flex();
     let full = path.with_extension("full");
-    BackboneNet::new(kind, &device).save_file(&full).unwrap();
+    BackboneNet::new(kind, &device).save_weights(&full).unwrap();
     let bytes = std::fs::read(&full).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut raw: HashMap<String, (Vec<usize>, Vec<u8>)> = HashMap::new();

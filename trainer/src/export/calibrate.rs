@@ -171,6 +171,15 @@ fn percentile_bins(hist: &[u64], pct: f64) -> usize {
 /// P's in-range part merged into `levels` bins and spread back over P's non-empty bins.
 /// Returns the threshold with the smallest KL(P || Q).
 fn entropy_bins(hist: &[u64], levels: usize) -> usize {
+    // Zero is exactly representable whatever the threshold, and after ReLU/ReLU6 it holds a
+    // large share of all values: left in, that one bin dominates the divergence and drives
+    // the threshold far too low (measured: 45% accuracy on a mobilenetv2 export). Leave it
+    // out of the comparison.
+    let mut owned = hist.to_vec();
+    if let Some(first) = owned.first_mut() {
+        *first = 0;
+    }
+    let hist = &owned[..];
     let n = hist.len();
     if n <= levels || hist.iter().all(|c| *c == 0) {
         return n;
