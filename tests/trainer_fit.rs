@@ -100,10 +100,15 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
 
     // eval and predict use the run's best model.
     let hym = perch::dataset_dir("hymenoptera");
-    let out = run_ok(trainer().args(["eval", "--run", a.to_str().unwrap(), "--data", hym.to_str().unwrap(), "--limit-per-class", "12"]));
+    let eval_json = tmp.path().join("eval.json");
+    let out = run_ok(trainer().args([
+        "eval", "--run", a.to_str().unwrap(), "--data", hym.to_str().unwrap(), "--limit-per-class", "12", "--json",
+        eval_json.to_str().unwrap(),
+    ]));
     let text = String::from_utf8_lossy(&out.stdout);
-    let acc: f64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
-    assert!((acc - metrics["accuracy"].as_f64().unwrap()).abs() < 1e-9, "eval on the same val images: {text}");
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert_eq!(eval["accuracy"], metrics["accuracy"], "eval on the same val images: {text}");
+    assert_eq!(eval["confusion"], metrics["confusion"], "eval on the same val images: {text}");
 
     let bee = first_image(&hym.join("val/bees"));
     let out = run_ok(trainer().args(["predict", "--run", a.to_str().unwrap(), "--json", bee.to_str().unwrap()]));

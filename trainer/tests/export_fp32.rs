@@ -58,7 +58,7 @@ fn burn_and_tract(model: &TrainedModel, kind: Backbone, photos: &[PathBuf], devi
             let x = pre.tensor_from_file(photo, ImageLimits::default()).unwrap();
             let tract = probe.run(&x).unwrap().remove(0);
             let input = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 224, 224]), device);
-            let burn: Vec<f32> = model.logits(input).into_data().into_vec().unwrap();
+            let burn: Vec<f32> = model.logits(input).into_data().try_into_vec::<f32>().unwrap();
             (burn, tract)
         })
         .collect()
