@@ -23,9 +23,10 @@ PERCH_CROSS_PROFILE=${PERCH_CROSS_PROFILE:-qemu-check} bash cross/build.sh "$tar
 arm_bin=target/$target/release/edge-runtime
 file "$arm_bin" 2>/dev/null || true
 
-# The x86 reference: the dev-profile binary, whose dependencies the unit-test step already built.
-cargo build --locked -p edge-runtime --bin edge-runtime
-x86_bin=target/debug/edge-runtime
+# The x86 reference: the dev-profile binary, whose dependencies the unit-test step already built
+# (--workspace: the same feature unification as the test build, so nothing is rebuilt).
+cargo build --locked --workspace --bin edge-runtime
+x86_bin=${CARGO_TARGET_DIR:-target}/debug/edge-runtime
 
 # A handful of real photos: the first four of each class in hymenoptera/val, and the committed
 # fixture photos (image files only: the folder also holds their LICENSE) when there are any.

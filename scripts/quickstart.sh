@@ -20,7 +20,8 @@ resume=()
 [ -f "$run/run.json" ] && resume=(--resume)
 "$trainer" fit --backbone "$backbone" --data "$data" --out "$run" "${resume[@]}"
 "$trainer" export --run "$run" --out "$run/model-fp32.onnx" --precision fp32
-"$trainer" export --run "$run" --out "$run/model-int8.onnx" --precision int8
+# --max-drop 2: on hymenoptera's 153 validation images one image is 0.65 points.
+"$trainer" export --run "$run" --out "$run/model-int8.onnx" --precision int8 --max-drop 2
 # Classify the validation (or test) images with the self-describing exported model.
 val=$(ls -d "$data"/val "$data"/test 2>/dev/null | head -n 1 || true)
 "$runtime" classify --model "$run/model-int8.onnx" --top-k 3 "${val:-$data}" | tail -n 25

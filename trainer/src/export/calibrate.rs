@@ -19,8 +19,8 @@ use crate::error::TrainerError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CalibrationMethod {
-    #[default]
     Minmax,
+    #[default]
     Percentile,
     Entropy,
 }

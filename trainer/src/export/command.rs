@@ -42,7 +42,10 @@ pub struct ExportArgs {
     /// Training images used to calibrate int8 activation ranges.
     #[arg(long, default_value_t = 200)]
     pub calibration_images: usize,
-    #[arg(long, value_enum, default_value_t = CalibrationMethod::Minmax)]
+    /// How activation ranges are chosen. percentile (default) clips the rare outliers that
+    /// minmax keeps: on hymenoptera/mobilenetv2 it halved minmax's int8-native drop (0.65 vs
+    /// 1.96 points), as entropy did, at two thirds of entropy's time.
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::Percentile)]
     pub calibration_method: CalibrationMethod,
     /// Largest accepted validation accuracy drop in points (int8 vs fp32; fp32 vs the run's
     /// own val accuracy); a larger drop fails the export and writes nothing.
@@ -63,7 +66,7 @@ impl ExportArgs {
             out: out.into(),
             precision: ExportPrecision::Fp32,
             calibration_images: 200,
-            calibration_method: CalibrationMethod::Minmax,
+            calibration_method: CalibrationMethod::Percentile,
             max_drop: 1.0,
             opset: 13,
             dynamic_batch: false,
