@@ -30,7 +30,8 @@ case "$target" in
      exit 2 ;;
 esac
 profile=${PERCH_CROSS_PROFILE:-deploy}
-cross_dir=$PWD/target/cross-build
+# PERCH_CROSS_TARGET_DIR: keep the cross build cache elsewhere (e.g. shared between clones).
+cross_dir=${PERCH_CROSS_TARGET_DIR:-$PWD/target/cross-build}
 debian_rustc=/usr/bin/rustc
 # The std for TARGET: installed by apt into the Debian rustc's own sysroot, or (fallback below)
 # unpacked into a private sysroot passed with --sysroot to target crates only.
