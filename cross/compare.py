@@ -52,6 +52,7 @@ def main():
     args = ap.parse_args()
     ref, cand = load(args.reference), load(args.candidate)
     passed = failed = 0
+    max_diff = 0.0
     for path in sorted(set(ref) | set(cand)):
         if path not in ref or path not in cand:
             why = f"only in {args.reference if path in ref else args.candidate}"
@@ -59,13 +60,15 @@ def main():
             why = compare(ref[path], cand[path], args.top, args.tol)
         if why is None:
             passed += 1
+            top = zip(ref[path][: args.top], cand[path][: args.top])
+            max_diff = max([max_diff] + [abs(r["score"] - c["score"]) for r, c in top])
         else:
             failed += 1
             print(f"FAIL {path}: {why}")
     if passed + failed == 0:
         print("cross: no images were classified", file=sys.stderr)
         failed = 1
-    print(f"cross: {passed} passed, {failed} failed")
+    print(f"cross: {passed} passed, {failed} failed; max top-{args.top} score difference {max_diff:.2g}")
     return 1 if failed else 0
 
 
