@@ -11,8 +11,8 @@ use std::time::Instant;
 use models::{Backbone, Labels, Manifest};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::ModelProto;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -75,7 +75,6 @@ impl Execution {
 }
 
 type Plan = Arc<TypedRunnableModel>;
-
 
 /// A classifier ready to run: tract plan built once, manifest, input shape.
 pub struct Classifier {
