@@ -29,18 +29,18 @@ def load(path):
 
 
 def compare(ref_top, cand_top, top, tol):
-    """None when the two predictions agree, else why not."""
+    """(None, largest score difference) when the two predictions agree, else (why not, None)."""
     ref_top, cand_top = ref_top[:top], cand_top[:top]
     if len(ref_top) < top or len(cand_top) < top:
-        return f"fewer than {top} classes ({len(ref_top)} vs {len(cand_top)})"
+        return f"fewer than {top} classes ({len(ref_top)} vs {len(cand_top)})", None
     ref_idx = [t["index"] for t in ref_top]
     cand_idx = [t["index"] for t in cand_top]
     if ref_idx != cand_idx:
-        return f"top-{top} indices differ: {ref_idx} vs {cand_idx}"
+        return f"top-{top} indices differ: {ref_idx} vs {cand_idx}", None
     worst = max(abs(r["score"] - c["score"]) for r, c in zip(ref_top, cand_top))
     if worst > tol:
-        return f"score differs by {worst:.3g} > {tol:g}"
-    return None
+        return f"score differs by {worst:.3g} > {tol:g}", None
+    return None, worst
 
 
 def main():
@@ -55,13 +55,12 @@ def main():
     max_diff = 0.0
     for path in sorted(set(ref) | set(cand)):
         if path not in ref or path not in cand:
-            why = f"only in {args.reference if path in ref else args.candidate}"
+            why, worst = f"only in {args.reference if path in ref else args.candidate}", None
         else:
-            why = compare(ref[path], cand[path], args.top, args.tol)
+            why, worst = compare(ref[path], cand[path], args.top, args.tol)
         if why is None:
             passed += 1
-            top = zip(ref[path][: args.top], cand[path][: args.top])
-            max_diff = max([max_diff] + [abs(r["score"] - c["score"]) for r, c in top])
+            max_diff = max(max_diff, worst)
         else:
             failed += 1
             print(f"FAIL {path}: {why}")

@@ -45,7 +45,7 @@ pub struct ExportArgs {
     /// How activation ranges are chosen. percentile (default) clips the rare outliers that
     /// minmax keeps: on hymenoptera/mobilenetv2 it halved minmax's int8-native drop (0.65 vs
     /// 1.96 points), as entropy did, at two thirds of entropy's time.
-    #[arg(long, value_enum, default_value_t = CalibrationMethod::Percentile)]
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::default())]
     pub calibration_method: CalibrationMethod,
     /// Largest accepted validation accuracy drop in points (int8 vs fp32; fp32 vs the run's
     /// own val accuracy); a larger drop fails the export and writes nothing.
@@ -66,7 +66,7 @@ impl ExportArgs {
             out: out.into(),
             precision: ExportPrecision::Fp32,
             calibration_images: 200,
-            calibration_method: CalibrationMethod::Percentile,
+            calibration_method: CalibrationMethod::default(),
             max_drop: 1.0,
             opset: 13,
             dynamic_batch: false,
