@@ -9,11 +9,13 @@ pub mod error;
 pub mod labels;
 pub mod manifest;
 pub mod preprocess;
+pub mod record;
 
 pub use backbone::Backbone;
 pub use error::ModelsError;
 pub use labels::Labels;
 pub use manifest::{Manifest, MANIFEST_KEY};
+pub use record::{ImageRecord, Prediction};
 pub use preprocess::{ImageLimits, Preprocessing, Preprocessor, ResizeFilter, ResizePolicy};
 
 /// The perch version written into manifests and reports.
