@@ -195,7 +195,7 @@ impl Preprocessor {
 
 /// Image files by extension, case-insensitive (`.jpg`, `.JPEG`, `.png`, ...).
 pub fn is_image_path(path: &Path) -> bool {
-    const EXTS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "pgm"];
+    const EXTS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
