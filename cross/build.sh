@@ -6,6 +6,8 @@
 #             armv7-unknown-linux-gnueabihf (32-bit Raspberry Pi OS)
 #     CARGO_ARGS: passed to cargo, e.g. `--features camera`.
 #   PERCH_CROSS_PROFILE=deploy|release|qemu-check (default deploy: the measured deployment profile)
+#   PERCH_CROSS_LINKER=zig|gcc (default zig, see below)
+#   PERCH_MAX_GLIBC (default 2.31): the build fails when the binary needs a newer glibc.
 #
 # Result: target/<TARGET>/release/edge-runtime (whatever the profile; it is the path users and
 # cross/test-qemu.sh look for).
@@ -17,7 +19,18 @@
 # using the rustup toolchain. The cross build uses its own CARGO_TARGET_DIR so it never
 # invalidates or blocks the x86 build cache.
 #
-# Idempotent; installs missing Debian packages with apt-get (needs root the first time).
+# Which glibc: a binary asks for the newest symbol versions of the glibc it was *linked* against.
+# Debian 12's cross gcc links against glibc 2.36, so its binaries need GLIBC_2.34 and do not start
+# on Raspberry Pi OS bullseye (glibc 2.31). The default linker is therefore `zig cc` through
+# cargo-zigbuild (both from PyPI: `ziglang`, `cargo-zigbuild`, installed with pip if missing) with
+# the target `<TARGET>.2.31`: zig links against glibc 2.31 stubs, so the binary runs on bullseye
+# (2.31) and bookworm (2.36) alike. zig also compiles the C/assembly parts (tract-linalg's
+# kernels). It replaces `-lgcc_s` with its own static LLVM libunwind, so the binary needs no
+# libgcc_s.so either. PERCH_CROSS_LINKER=gcc keeps the Debian gcc link (bookworm and later only;
+# set PERCH_MAX_GLIBC=2.36 with it). No `-C target-cpu`: one file runs on a Pi 3, 4 and 5
+# (tract picks its NEON/dotprod kernels at run time).
+#
+# Idempotent; installs missing Debian and PyPI packages (needs root the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +43,14 @@ case "$target" in
      exit 2 ;;
 esac
 profile=${PERCH_CROSS_PROFILE:-deploy}
+linker=${PERCH_CROSS_LINKER:-zig}
+case "$linker" in zig|gcc) ;; *) echo "cross/build.sh: PERCH_CROSS_LINKER must be zig or gcc" >&2; exit 2 ;; esac
+max_glibc=${PERCH_MAX_GLIBC:-2.31}
+# The glibc the zig link targets (cargo-zigbuild's `<target>.<glibc>` suffix).
+zig_glibc=${PERCH_ZIG_GLIBC:-2.31}
+# Pinned: the versions this script was checked with (PyPI wheels; the zig binary ships inside).
+ziglang_pin=0.17.1
+zigbuild_pin=0.24.1
 # PERCH_CROSS_TARGET_DIR: keep the cross build cache elsewhere (e.g. shared between clones).
 cross_dir=${PERCH_CROSS_TARGET_DIR:-$PWD/target/cross-build}
 debian_rustc=/usr/bin/rustc
@@ -50,10 +71,16 @@ private_std_present() { [ "$(cat "$private_sysroot/version" 2>/dev/null)" = "$ru
 target_std_present() { system_std_present || private_std_present; }
 
 # 1. Host tools: Debian's rustc (with its x86_64 std for build scripts), the cross C toolchain
-#    (linker, and C/assembly compiler for tract-linalg's kernels), qemu to run the result.
+#    (the gcc route's linker and C/assembly compiler; its binutils' objdump for the glibc check;
+#    its target glibc for qemu -L), qemu to run the result. The camera feature's V4L2 bindings
+#    run bindgen at build time, which loads libclang: installed unless the build opts out of the
+#    default features without asking for camera.
 host_pkgs=(rustc-web "gcc-$gnu" "libc6-dev-$deb_arch-cross" qemu-user)
-# The camera feature's V4L2 bindings run bindgen at build time: it loads libclang.
-case " $* " in *camera*) host_pkgs+=(libclang-dev) ;; esac
+case " $* " in
+  *camera*) host_pkgs+=(libclang-dev) ;;
+  *--no-default-features*) ;;
+  *) host_pkgs+=(libclang-dev) ;;
+esac
 missing=()
 for p in "${host_pkgs[@]}"; do [ -n "$(pkg_version "$p")" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -101,25 +128,59 @@ if ! target_std_present; then
   target_std_present || die "no std for $target after installing libstd-rust-web-dev:$deb_arch"
 fi
 
-# 3. Build. Everything target-specific is an environment variable scoped to this process.
+# 3. zig and cargo-zigbuild (zig route): PyPI wheels, for the python3 on PATH.
+if [ "$linker" = zig ]; then
+  python=$(command -v python3) || die "python3 is needed for the zig linker (PERCH_CROSS_LINKER=gcc avoids it)"
+  scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  zigbuild=$scripts/cargo-zigbuild
+  if ! "$python" -m ziglang version >/dev/null 2>&1 || ! [ -x "$zigbuild" ]; then
+    log "installing ziglang $ziglang_pin and cargo-zigbuild $zigbuild_pin from PyPI"
+    "$python" -m pip install --quiet --disable-pip-version-check \
+      "ziglang==$ziglang_pin" "cargo-zigbuild==$zigbuild_pin" >&2
+  fi
+  [ -x "$zigbuild" ] || die "cargo-zigbuild not found at $zigbuild after pip install"
+  # cargo-zigbuild runs zig as `python3 -m ziglang`: the same interpreter pip installed it for.
+  export CARGO_ZIGBUILD_PYTHON_PATH=$python
+fi
+
+# 4. Build. Everything target-specific is an environment variable scoped to this process.
 triple_env=$(echo "$target" | tr 'a-z-' 'A-Z_')
 export RUSTC=$debian_rustc
 export CARGO_TARGET_DIR=$cross_dir
 export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
-export "CARGO_TARGET_${triple_env}_LINKER=$gnu-gcc"
 export "CARGO_TARGET_${triple_env}_RUNNER=$qemu -L /usr/$gnu"
-export "CC_${target//-/_}=$gnu-gcc" "AR_${target//-/_}=$gnu-ar"
-# bindgen (camera feature) parses the target's linux/videodev2.h from the cross sysroot.
-export "BINDGEN_EXTRA_CLANG_ARGS_${target//-/_}=--sysroot=/usr/$gnu"
+if [ "$linker" = gcc ]; then
+  export "CARGO_TARGET_${triple_env}_LINKER=$gnu-gcc"
+  export "CC_${target//-/_}=$gnu-gcc" "AR_${target//-/_}=$gnu-ar"
+  # bindgen (camera feature) parses the target's linux/videodev2.h from the cross sysroot.
+  export "BINDGEN_EXTRA_CLANG_ARGS_${target//-/_}=--sysroot=/usr/$gnu"
+fi
+# (zig route: cargo-zigbuild sets the linker, CC and bindgen's include paths to zig's own glibc
+# 2.31 and Linux headers; setting them here would override it.)
 if ! system_std_present; then
   export "CARGO_TARGET_${triple_env}_RUSTFLAGS=--sysroot=$private_sysroot/usr"
 fi
-log "building edge-runtime for $target (profile $profile, $($RUSTC -V))"
-cargo build --locked -p edge-runtime --bin edge-runtime --target "$target" --profile "$profile" "$@"
+log "building edge-runtime for $target (profile $profile, linker $linker, $($RUSTC -V))"
+build_start=$(date +%s)
+if [ "$linker" = zig ]; then
+  "$zigbuild" zigbuild --locked -p edge-runtime --bin edge-runtime --target "$target.$zig_glibc" --profile "$profile" "$@"
+else
+  cargo build --locked -p edge-runtime --bin edge-runtime --target "$target" --profile "$profile" "$@"
+fi
+log "cargo finished in $(( $(date +%s) - build_start )) s"
+built=$cross_dir/$target/$profile/edge-runtime
+
+# 5. The oldest OS it starts on: the newest GLIBC_x.y symbol version the binary references.
+#    Raspberry Pi OS bullseye has glibc 2.31, bookworm 2.36.
+need=$("$gnu-objdump" -T "$built" | grep -o 'GLIBC_[0-9][0-9.]*' | sort -uV | tail -n 1)
+log "needs ${need:-no versioned glibc symbols} (at most GLIBC_$max_glibc allowed): $("$gnu-objdump" -T "$built" | grep -wF "${need:-none}" | head -n 1 | tr -s ' ')"
+if [ -n "$need" ] && [ "$(printf '%s\n' "${need#GLIBC_}" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
+  die "$built needs $need > GLIBC_$max_glibc: it would not start on Raspberry Pi OS bullseye (see the linker notes at the top of this script)"
+fi
 
 out=target/$target/release
 mkdir -p "$out"
 # Copy to a temporary name and rename, so a reader never sees a half-written binary.
-cp "$cross_dir/$target/$profile/edge-runtime" "$out/.edge-runtime.tmp"
+cp "$built" "$out/.edge-runtime.tmp"
 mv -f "$out/.edge-runtime.tmp" "$out/edge-runtime"
 log "built $out/edge-runtime ($(stat -c %s "$out/edge-runtime") bytes)"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# CI step: cross-build edge-runtime for aarch64, run it under qemu on the reference MobileNetV2
-# and real photos, and check it agrees with the x86 build (same top-5 classes, scores within 1e-4).
+# CI step: cross-build edge-runtime for a Raspberry Pi target, run it under qemu on the reference
+# MobileNetV2 and real photos, and check it agrees with the x86 build (same top-5 classes, scores
+# within 1e-4).
 #
-#   bash cross/test-qemu.sh
+#   bash cross/test-qemu.sh [TARGET]
+#   TARGET: aarch64-unknown-linux-gnu (default, CI) or armv7-unknown-linux-gnueabihf
+#   (cross/check-all.sh runs both).
 #   PERCH_SHARED (default ../shared): weights and datasets.
 #   PERCH_CROSS_PROFILE (default qemu-check here, see Cargo.toml: the deploy profile's fat LTO and
 #   full optimisation cost CI minutes and do not change what is checked: aarch64 codegen and kernels).
@@ -11,7 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
-target=aarch64-unknown-linux-gnu
+target=${1:-aarch64-unknown-linux-gnu}
+case "$target" in
+  aarch64-unknown-linux-gnu) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+  armv7-unknown-linux-gnueabihf) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
+  *) echo "usage: cross/test-qemu.sh [aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf]" >&2; exit 2 ;;
+esac
 shared=${PERCH_SHARED:-../shared}
 model=$shared/weights/mobilenet_v2_1.0_224.onnx
 labels=$shared/weights/imagenet_labels.txt
@@ -44,5 +52,7 @@ args=(classify --model "$model" --preset mobilenetv2 --labels "$labels" --top-k 
 "$x86_bin" "${args[@]}" > "$out/x86.json"
 # One thread: rayon's spinning worker threads made a two-thread run take over 10 minutes for one
 # image under qemu.
-qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" "${args[@]}" > "$out/aarch64.json"
-python3 cross/compare.py "$out/x86.json" "$out/aarch64.json" --top 5 --tol 1e-4
+qemu_start=$(date +%s)
+"${qemu[@]}" "$arm_bin" "${args[@]}" > "$out/$target.json"
+echo "cross/test-qemu.sh: $target: ${#photos[@]} photos under ${qemu[0]} in $(( $(date +%s) - qemu_start )) s"
+python3 cross/compare.py "$out/x86.json" "$out/$target.json" --top 5 --tol 1e-4

@@ -42,8 +42,23 @@ fn fitted_run() -> &'static Path {
         let run = dir.join("run");
         let data = perch::dataset_dir("hymenoptera");
         ok(trainer(&[
-            "fit", "--backbone", "mobilenetv2", "--data", s(&data), "--out", s(&run), "--cache-dir",
-            s(&dir.join("cache")), "--limit-per-class", "10", "--epochs", "4", "--batch-size", "8", "--seed", "3",
+            "fit",
+            "--backbone",
+            "mobilenetv2",
+            "--data",
+            s(&data),
+            "--out",
+            s(&run),
+            "--cache-dir",
+            s(&dir.join("cache")),
+            "--limit-per-class",
+            "10",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "8",
+            "--seed",
+            "3",
         ]));
         run
     })
@@ -66,8 +81,7 @@ fn validation_inputs(n_per_class: usize) -> (Vec<Vec<f32>>, [usize; 4]) {
     let mut pre = Preprocessor::new(models::Backbone::MobileNetV2.preprocessing());
     let mut inputs = Vec::new();
     for class in ["ants", "bees"] {
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(val.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(val.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         for f in files.iter().rev().take(n_per_class) {
             inputs.push(pre.tensor_from_file(f, ImageLimits::default()).unwrap());
@@ -85,8 +99,19 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
     let out = ok(trainer(&["export", "--run", s(run), "--out", s(&fp32)]));
     assert!(out.contains("fp32") && out.contains('%'), "prints the accuracy: {out}");
     let out = ok(trainer(&[
-        "export", "--run", s(run), "--out", s(&int8), "--precision", "int8", "--calibration-images", "16",
-        "--calibration-method", "minmax", "--max-drop", "10",
+        "export",
+        "--run",
+        s(run),
+        "--out",
+        s(&int8),
+        "--precision",
+        "int8",
+        "--calibration-images",
+        "16",
+        "--calibration-method",
+        "minmax",
+        "--max-drop",
+        "10",
     ]));
     assert!(out.contains("int8-native") && out.contains("int8-weights") && out.contains("drop"), "{out}");
 
@@ -97,7 +122,7 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
     assert_eq!(m32.precision.kind, models::manifest::Precision::Fp32);
     assert_eq!(m8.precision.kind, models::manifest::Precision::Int8);
     let cal = m8.precision.calibration.as_ref().expect("calibration summary");
-    assert_eq!((cal.method.as_str(), cal.images), ("minmax", 16));
+    assert_eq!((cal.method, cal.images), (models::manifest::CalibrationMethod::Minmax, 16));
     assert!(cal.weights >= 50 && cal.activations >= 50, "{cal:?}");
     for key in ["val_accuracy", "int8_native_accuracy", "int8_weights_accuracy", "int8_drop_points"] {
         assert!(m8.metrics.contains_key(key), "{key} missing from {:?}", m8.metrics);
@@ -205,7 +230,19 @@ fn bad_inputs_are_clear_errors_and_leave_nothing_behind() {
 
     // The accuracy gate: a negative allowance always fails, after printing the numbers.
     fails_with(
-        &["export", "--run", s(run), "--out", s(&out), "--precision", "int8", "--calibration-images", "8", "--max-drop", "-1"],
+        &[
+            "export",
+            "--run",
+            s(run),
+            "--out",
+            s(&out),
+            "--precision",
+            "int8",
+            "--calibration-images",
+            "8",
+            "--max-drop",
+            "-1",
+        ],
         &["int8-native", "--max-drop -1", "nothing was written"],
     );
     fails_with(&["export", "--run", s(run), "--out", s(&out), "--max-drop", "-1"], &["fp32", "nothing was written"]);

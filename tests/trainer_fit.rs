@@ -27,9 +27,27 @@ fn run_ok(cmd: &mut Command) -> Output {
 fn fit_args(run: &Path, cache: &Path) -> Vec<String> {
     let hym = perch::dataset_dir("hymenoptera");
     [
-        "fit", "--backbone", "mobilenetv2", "--data", hym.to_str().unwrap(), "--out", run.to_str().unwrap(),
-        "--cache-dir", cache.to_str().unwrap(), "--limit-per-class", "12", "--epochs", "6", "--batch-size", "8",
-        "--fine-tune-layers", "2", "--fine-tune-epochs", "3", "--seed", "7",
+        "fit",
+        "--backbone",
+        "mobilenetv2",
+        "--data",
+        hym.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--limit-per-class",
+        "12",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--fine-tune-layers",
+        "2",
+        "--fine-tune-epochs",
+        "3",
+        "--seed",
+        "7",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -60,7 +78,8 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
     for f in ["metrics.json", "curves.png", "confusion.png", "predictions.png", "best.bpk", "history.csv"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
     assert!(metrics["accuracy"].as_f64().unwrap() >= 0.75, "{metrics}");
     assert_eq!(metrics["confusion"].as_array().unwrap().len(), 2);
 
@@ -93,7 +112,13 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
     for (ra, rb) in ha.iter().zip(&hb) {
         assert_eq!(ra["phase"], rb["phase"]);
         for f in ["train_loss", "train_acc", "val_loss", "val_acc", "lr"] {
-            assert!((field(ra, f) - field(rb, f)).abs() < 1e-5, "epoch {}: {f} {} vs {}", ra["epoch"], field(ra, f), field(rb, f));
+            assert!(
+                (field(ra, f) - field(rb, f)).abs() < 1e-5,
+                "epoch {}: {f} {} vs {}",
+                ra["epoch"],
+                field(ra, f),
+                field(rb, f)
+            );
         }
     }
     assert_eq!(hb.iter().filter(|r| r["phase"] == "fine-tune").count(), 3);
@@ -102,7 +127,14 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
     let hym = perch::dataset_dir("hymenoptera");
     let eval_json = tmp.path().join("eval.json");
     let out = run_ok(trainer().args([
-        "eval", "--run", a.to_str().unwrap(), "--data", hym.to_str().unwrap(), "--limit-per-class", "12", "--json",
+        "eval",
+        "--run",
+        a.to_str().unwrap(),
+        "--data",
+        hym.to_str().unwrap(),
+        "--limit-per-class",
+        "12",
+        "--json",
         eval_json.to_str().unwrap(),
     ]));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -112,15 +144,42 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
 
     let bee = first_image(&hym.join("val/bees"));
     let out = run_ok(trainer().args(["predict", "--run", a.to_str().unwrap(), "--json", bee.to_str().unwrap()]));
+    // The record `edge-runtime classify --json` prints: path, top [{index, label, score}], latency_ms.
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(line["top"].as_array().unwrap().len(), 2);
+    assert_eq!(line["path"].as_str(), bee.to_str(), "{line}");
+    let top = line["top"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{line}");
+    let best = &top[0];
+    assert!(
+        best["index"].as_u64().unwrap() < 2 && ["ants", "bees"].contains(&best["label"].as_str().unwrap()),
+        "{line}"
+    );
+    assert!(best["score"].as_f64().unwrap() >= top[1]["score"].as_f64().unwrap(), "{line}");
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0, "{line}");
+    let out = run_ok(trainer().args([
+        "predict",
+        "--run",
+        a.to_str().unwrap(),
+        "--json",
+        "--top-k",
+        "1",
+        bee.to_str().unwrap(),
+    ]));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["top"].as_array().unwrap().len(), 1, "{line}");
+    fails_with(&["predict", "--run", a.to_str().unwrap(), "--top-k", "0", bee.to_str().unwrap()], &["--top-k", "0"]);
 
     let junk = tmp.path().join("junk.jpg");
     std::fs::write(&junk, b"not a jpeg").unwrap();
-    let out = trainer().args(["predict", "--run", a.to_str().unwrap(), junk.to_str().unwrap(), bee.to_str().unwrap()]).output().unwrap();
+    let out = trainer()
+        .args(["predict", "--run", a.to_str().unwrap(), junk.to_str().unwrap(), bee.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.jpg"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bees") || String::from_utf8_lossy(&out.stdout).contains("ants"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("bees") || String::from_utf8_lossy(&out.stdout).contains("ants")
+    );
 }
 
 fn first_image(dir: &Path) -> PathBuf {
@@ -165,25 +224,64 @@ fn bad_input_is_a_clear_error_or_a_counted_skip() {
     // A corrupt image and a non-image file: skipped and counted, the run completes.
     std::fs::write(data.join("train/ants/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
     std::fs::write(data.join("train/bees/notes.txt"), b"hello").unwrap();
-    let out = run_ok(trainer().args(["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("run"), "--epochs", "2"]));
+    let out = run_ok(trainer().args([
+        "fit",
+        "--backbone",
+        "mobilenetv2",
+        "--data",
+        &p("data"),
+        "--out",
+        &p("run"),
+        "--epochs",
+        "2",
+    ]));
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("6 train, 6 val, 2 skipped") || summary.contains("5 train, 6 val, 2 skipped"), "{summary}");
+    assert!(
+        summary.contains("6 train, 6 val, 2 skipped") || summary.contains("5 train, 6 val, 2 skipped"),
+        "{summary}"
+    );
     assert!(summary.contains("broken.jpg"), "{summary}");
     // The same --out again without --resume must not overwrite the run.
     fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("run")], &["--resume"]);
 
-    fails_with(&["fit", "--backbone", "resnet50", "--data", &p("data"), "--out", &p("r1")], &["unknown backbone 'resnet50'"]);
+    fails_with(
+        &["fit", "--backbone", "resnet50", "--data", &p("data"), "--out", &p("r1")],
+        &["unknown backbone 'resnet50'"],
+    );
     let mut c = trainer();
     c.env_remove("PERCH_WEIGHTS").env("PERCH_WEIGHTS_URL", "http://127.0.0.1:9/none");
     let out = c
-        .args(["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("r2"), "--weights-dir", &p("no-weights")])
+        .args([
+            "fit",
+            "--backbone",
+            "mobilenetv2",
+            "--data",
+            &p("data"),
+            "--out",
+            &p("r2"),
+            "--weights-dir",
+            &p("no-weights"),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("mobilenet_v2_1.0_224.safetensors") && !err.contains("panicked"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("mobilenet_v2_1.0_224.safetensors") && !err.contains("panicked"),
+        "{err}"
+    );
     let mobilenet = perch::weights_dir().join("mobilenet_v2_1.0_224.safetensors");
     fails_with(
-        &["fit", "--backbone", "efficientnet-lite0", "--data", &p("data"), "--out", &p("r3"), "--weights", mobilenet.to_str().unwrap()],
+        &[
+            "fit",
+            "--backbone",
+            "efficientnet-lite0",
+            "--data",
+            &p("data"),
+            "--out",
+            &p("r3"),
+            "--weights",
+            mobilenet.to_str().unwrap(),
+        ],
         &["does not fit efficientnet-lite0"],
     );
 
@@ -192,6 +290,71 @@ fn bad_input_is_a_clear_error_or_a_counted_skip() {
     fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("single"), "--out", &p("r4")], &["single class"]);
     std::fs::create_dir_all(data.join("train/wasps")).unwrap();
     fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("data"), "--out", &p("r5")], &["wasps", "no images"]);
-    fails_with(&["fit", "--backbone", "mobilenetv2", "--data", &p("nowhere"), "--out", &p("r6")], &["nowhere", "not a folder"]);
+    fails_with(
+        &["fit", "--backbone", "mobilenetv2", "--data", &p("nowhere"), "--out", &p("r6")],
+        &["nowhere", "not a folder"],
+    );
     fails_with(&["eval", "--run", &p("r6"), "--data", &p("data")], &["run.json"]);
+}
+
+#[test]
+fn flags_that_would_be_ignored_are_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hym = perch::dataset_dir("hymenoptera");
+    let (run, cache) = (tmp.path().join("run"), tmp.path().join("cache"));
+    // Adam ignores --momentum; no --fine-tune-layers ignores its two flags; no --augment
+    // ignores --augment-views. The run itself goes ahead.
+    let out = run_ok(trainer().args([
+        "fit",
+        "--backbone",
+        "mobilenetv2",
+        "--data",
+        hym.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--limit-per-class",
+        "4",
+        "--momentum",
+        "0.5",
+        "--fine-tune-epochs",
+        "2",
+        "--fine-tune-lr-factor",
+        "0.5",
+        "--augment-views",
+        "3",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for flag in ["--momentum", "--fine-tune-epochs", "--fine-tune-lr-factor", "--augment-views"] {
+        assert!(
+            err.lines().any(|l| l.contains("WARN") && l.contains(&format!("{flag} is ignored"))),
+            "no warning for {flag}: {err}"
+        );
+    }
+    // The same flags where they are used: no warning.
+    let used = tmp.path().join("used");
+    let out = run_ok(trainer().args([
+        "fit",
+        "--backbone",
+        "mobilenetv2",
+        "--data",
+        hym.to_str().unwrap(),
+        "--out",
+        used.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--limit-per-class",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.5",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("is ignored"), "{err}");
 }

@@ -15,8 +15,9 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Starts `dest`: the temporary file is `.NAME.XXXXXX.tmp` in `dest`'s folder (same file
-    /// system, so the rename is atomic), created with mode 0644 like an ordinary file.
+    /// Starts `dest`: the temporary file is `.NAME.XXXXXX.tmp.EXT` in `dest`'s folder (same file
+    /// system, so the rename is atomic; the extension kept last for writers that pick a format
+    /// by it), created with mode 0644 like an ordinary file.
     pub fn create(dest: &Path) -> io::Result<Self> {
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.is_empty() || dest.is_dir() {
@@ -24,7 +25,11 @@ impl AtomicFile {
         }
         let mut builder = tempfile::Builder::new();
         let prefix = format!(".{name}.");
-        builder.prefix(&prefix).suffix(".tmp");
+        let suffix = match dest.extension() {
+            Some(ext) => format!(".tmp.{}", ext.to_string_lossy()),
+            None => ".tmp".to_string(),
+        };
+        builder.prefix(&prefix).suffix(&suffix);
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
         let file = builder.tempfile_in(parent_dir(dest))?;
@@ -114,7 +119,7 @@ mod tests {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".tmp"))
+            .filter(|n| n.contains(".tmp"))
             .collect()
     }
 

@@ -15,7 +15,10 @@ pub fn register_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let faces = [("regular", FontStyle::Normal, dejavu::sans::regular()), ("bold", FontStyle::Bold, dejavu::sans::bold())];
+            let faces = [
+                ("regular", FontStyle::Normal, dejavu::sans::regular()),
+                ("bold", FontStyle::Bold, dejavu::sans::bold()),
+            ];
             for (name, style, bytes) in faces {
                 plotters::style::register_font(FAMILY, style, bytes)
                     .map_err(|_| format!("the embedded DejaVu Sans {name} is not a valid TrueType font"))?;

@@ -63,6 +63,22 @@ mod tests {
     }
 
     #[test]
+    fn nearest_rank_percentiles_of_a_shuffled_list() {
+        // 1..=100 ms in a scrambled order (37 is coprime with 100, so i*37 % 100 hits every value).
+        let samples: Vec<f64> = (0..100).map(|i| ((i * 37) % 100 + 1) as f64).collect();
+        let s = LatencyStats::from_samples(&samples).unwrap();
+        assert_eq!((s.p50, s.p90, s.p99), (50.0, 90.0, 99.0));
+        assert_eq!((s.min, s.max), (1.0, 100.0));
+        assert!((s.mean - 50.5).abs() < 1e-12);
+        // Ten samples: p99 is the largest, p50 the 5th.
+        let ten: Vec<f64> = vec![9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0, 10.0];
+        let s = LatencyStats::from_samples(&ten).unwrap();
+        assert_eq!((s.p50, s.p90, s.p99), (5.0, 9.0, 10.0));
+        assert_eq!(LatencyStats::from_samples(&[4.2]).unwrap().p99, 4.2);
+        assert!(LatencyStats::from_samples(&[]).is_none());
+    }
+
+    #[test]
     fn stats_skip_non_finite_samples() {
         let s = LatencyStats::from_samples(&[3.0, f64::NAN, 1.0, 2.0]).unwrap();
         assert_eq!((s.min, s.p50, s.max, s.mean), (1.0, 2.0, 3.0, 2.0));

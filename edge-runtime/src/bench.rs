@@ -12,14 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use models::{Backbone, ImageLimits, Preprocessor};
 
 use crate::device::{DeviceInfo, peak_rss_mb};
 use crate::error::RuntimeError;
 use crate::int8::{self, Int8Mode};
-use crate::model::{Classifier, Execution, LoadOptions, read_proto};
+use crate::model::{Classifier, LoadOptions, read_proto};
 use crate::report::{BenchReport, BenchResult, MergedReport, ReportError};
 
 /// Size of the synthetic camera frame preprocessed when no `--image` is given.
@@ -35,13 +34,17 @@ pub enum BenchError {
     ZeroIterations,
     #[error("--threads must list thread counts of at least 1, e.g. --threads 1,2,4")]
     ZeroThreads,
-    #[error("{flag} is given {given} times for {models} models: give it once (applies to every model) or once per --model, in the same order")]
+    #[error(
+        "{flag} is given {given} times for {models} models: give it once (applies to every model) or once per --model, in the same order"
+    )]
     FlagCount { flag: &'static str, given: usize, models: usize },
     #[error("cannot use --image: {0}")]
     Image(#[from] models::ModelsError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("{model} expects {expected} input values but its preprocessing produced {got}: the manifest's input size does not match the graph")]
+    #[error(
+        "{model} expects {expected} input values but its preprocessing produced {got}: the manifest's input size does not match the graph"
+    )]
     InputSize { model: PathBuf, expected: usize, got: usize },
     #[error("cannot start the measuring process {exe}: {source}")]
     Spawn { exe: PathBuf, source: std::io::Error },
@@ -53,77 +56,30 @@ pub enum BenchError {
     Report(#[from] ReportError),
 }
 
-/// `edge-runtime bench`: measure models, or `edge-runtime bench report` to merge reports.
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub command: Option<BenchCommand>,
-    #[command(flatten)]
-    pub measure: MeasureArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Merge reports from several devices into one table (device × model × threads) and plot.
-    Report(ReportArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
-    /// Reports written by `edge-runtime bench --json`.
-    #[arg(required = true, value_name = "REPORT.json")]
-    pub inputs: Vec<PathBuf>,
-    /// Write the merged table as Markdown.
-    #[arg(long, value_name = "FILE.md")]
-    pub markdown: Option<PathBuf>,
-    /// Draw p50/p90 latency bars per device × model × threads (PNG).
-    #[arg(long, value_name = "FILE.png")]
-    pub plot: Option<PathBuf>,
-    /// Write the merged machine-readable summary.
-    #[arg(long, value_name = "FILE.json")]
+/// Where `bench` and `bench report` write their results; the Markdown table goes to stdout
+/// when no file is named.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOutputs {
     pub json: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct MeasureArgs {
-    /// ONNX model to measure; repeat to compare several.
-    #[arg(long = "model", value_name = "M.onnx")]
+/// `edge-runtime bench`: what to measure and where to write it.
+#[derive(Debug, Clone)]
+pub struct MeasureOptions {
     pub models: Vec<PathBuf>,
-    /// Backbone preset for models without a perch manifest (as in `classify`); once for all
-    /// models or once per --model.
-    #[arg(long = "preset", value_name = "NAME")]
+    /// Once for every model or once per model (see [`MeasureOptions::jobs`]).
     pub presets: Vec<Backbone>,
-    /// Labels file (as in `classify`); once for all models or once per --model.
-    #[arg(long = "labels", value_name = "FILE")]
     pub labels: Vec<PathBuf>,
-    /// Thread counts to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "N,N,...")]
     pub threads: Vec<usize>,
-    /// Untimed inferences before measuring.
-    #[arg(long, default_value_t = 20)]
     pub warmup: usize,
-    /// Timed inferences (and timed preprocessing runs).
-    #[arg(long, default_value_t = 200)]
     pub iterations: usize,
-    /// Image to preprocess and classify (default: a synthetic 640x480 JPEG frame).
-    #[arg(long, value_name = "FILE")]
+    /// Image to preprocess and classify (None: a synthetic 640x480 JPEG frame).
     pub image: Option<PathBuf>,
-    /// For int8 (QDQ) models: measure only this mode (default: both native and weights).
-    #[arg(long, value_enum)]
+    /// For int8 models: measure only this mode (None or `auto`: both native and weights).
     pub int8: Option<Int8Mode>,
-    /// Write the report as JSON (merge several with `bench report`).
-    #[arg(long, value_name = "FILE.json")]
-    pub json: Option<PathBuf>,
-    /// Write the report as a Markdown table.
-    #[arg(long, value_name = "FILE.md")]
-    pub markdown: Option<PathBuf>,
-    /// Draw this run's latency bars (PNG).
-    #[arg(long, value_name = "FILE.png")]
-    pub plot: Option<PathBuf>,
-    /// Internal: measure the one model and thread count in this process and print its row.
-    #[arg(long, hide = true)]
-    pub child: bool,
+    pub outputs: ReportOutputs,
 }
 
 /// One row to measure: a model with its load options at one thread count.
@@ -135,58 +91,14 @@ pub struct Job {
     pub int8_mode: Option<Int8Mode>,
 }
 
-/// Latency summary of a list of samples (ms).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LatencyStats {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub mean: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl LatencyStats {
-    /// None for an empty list. Percentiles are nearest-rank: the smallest sample with at
-    /// least p % of the samples at or below it (always a measured value, never interpolated).
-    pub fn from_samples(samples: &[f64]) -> Option<Self> {
-        let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
-        if sorted.is_empty() {
-            return None;
-        }
-        sorted.sort_by(f64::total_cmp);
-        Some(LatencyStats {
-            p50: percentile(&sorted, 50.0),
-            p90: percentile(&sorted, 90.0),
-            p99: percentile(&sorted, 99.0),
-            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-        })
-    }
-}
-
-/// Nearest-rank percentile of an ascending, non-empty list.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The `bench` entry point: `edge-runtime bench ...` and `edge-runtime bench report ...`.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {
-        Some(BenchCommand::Report(report)) => run_report(&report),
-        None if args.measure.child => run_child(&args.measure),
-        None => run_measure(&args.measure),
-    }
-}
+pub use common::stats::LatencyStats;
 
 /// `bench report`: merge, then write whatever outputs were asked for (the table to stdout
 /// when none was).
-pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
-    let merged = MergedReport::from_files(&args.inputs)?;
-    write_outputs(&merged, args.markdown.as_deref(), args.plot.as_deref())?;
-    if let Some(path) = &args.json {
+pub fn run_report(inputs: &[PathBuf], outputs: &ReportOutputs) -> anyhow::Result<()> {
+    let merged = MergedReport::from_files(inputs)?;
+    write_outputs(&merged, outputs.markdown.as_deref(), outputs.plot.as_deref())?;
+    if let Some(path) = &outputs.json {
         merged.write_json(path)?;
         eprintln!("wrote {}", path.display());
     }
@@ -208,7 +120,7 @@ fn write_outputs(merged: &MergedReport, markdown: Option<&Path>, plot: Option<&P
     Ok(())
 }
 
-impl MeasureArgs {
+impl MeasureOptions {
     /// Checks the flags and expands them into rows. Int8 models get one row per mode, which
     /// needs a look at the graph (cheap: no tract optimisation).
     pub fn jobs(&self) -> Result<Vec<Job>, BenchError> {
@@ -270,7 +182,7 @@ impl MeasureArgs {
             a.extend(["--image".into(), path_arg(image)]);
         }
         if let Some(mode) = job.int8_mode {
-            a.extend(["--int8".into(), int8_name(mode).into()]);
+            a.extend(["--int8".into(), mode.name().into()]);
         }
         a
     }
@@ -290,17 +202,9 @@ fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn int8_name(mode: Int8Mode) -> &'static str {
-    match mode {
-        Int8Mode::Native => "native",
-        Int8Mode::Weights => "weights",
-        Int8Mode::Auto => "auto",
-    }
-}
-
 /// `bench`: one child per row, then the report. A failing row is reported and skipped so the
 /// other rows' measurements are not lost; the command still fails at the end.
-fn run_measure(args: &MeasureArgs) -> anyhow::Result<()> {
+pub fn run_measure(args: &MeasureOptions) -> anyhow::Result<()> {
     let jobs = args.jobs()?;
     // Fail on a bad --image now, not once per child.
     ImageSource::open(args.image.as_deref())?;
@@ -314,7 +218,7 @@ fn run_measure(args: &MeasureArgs) -> anyhow::Result<()> {
             jobs.len(),
             job.load.model.display(),
             job.threads,
-            job.int8_mode.map_or(String::new(), |m| format!(" · int8 {}", int8_name(m)))
+            job.int8_mode.map_or(String::new(), |m| format!(" · int8 {}", m.name()))
         );
         match measure_in_child(&exe, args, job) {
             Ok(row) => results.push(row),
@@ -326,11 +230,11 @@ fn run_measure(args: &MeasureArgs) -> anyhow::Result<()> {
     }
     let report = BenchReport { device: DeviceInfo::detect(), results };
     if !report.results.is_empty() {
-        if let Some(path) = &args.json {
+        if let Some(path) = &args.outputs.json {
             report.write_json(path)?;
             eprintln!("wrote {}", path.display());
         }
-        write_outputs(&MergedReport::from(report), args.markdown.as_deref(), args.plot.as_deref())?;
+        write_outputs(&MergedReport::from(report), args.outputs.markdown.as_deref(), args.outputs.plot.as_deref())?;
     }
     match failures.len() {
         0 => Ok(()),
@@ -338,7 +242,7 @@ fn run_measure(args: &MeasureArgs) -> anyhow::Result<()> {
     }
 }
 
-fn measure_in_child(exe: &Path, args: &MeasureArgs, job: &Job) -> Result<BenchResult, BenchError> {
+fn measure_in_child(exe: &Path, args: &MeasureOptions, job: &Job) -> Result<BenchResult, BenchError> {
     let output = Command::new(exe)
         .args(args.child_args(job))
         .stdin(Stdio::null())
@@ -357,11 +261,12 @@ fn measure_in_child(exe: &Path, args: &MeasureArgs, job: &Job) -> Result<BenchRe
         .lines()
         .find_map(|l| l.strip_prefix(CHILD_RESULT_PREFIX))
         .ok_or_else(|| BenchError::ChildOutput { model: job.load.model.clone(), reason: "no result line".into() })?;
-    serde_json::from_str(line).map_err(|e| BenchError::ChildOutput { model: job.load.model.clone(), reason: e.to_string() })
+    serde_json::from_str(line)
+        .map_err(|e| BenchError::ChildOutput { model: job.load.model.clone(), reason: e.to_string() })
 }
 
 /// `bench --child`: measure one row in this (fresh) process, print it for the parent.
-fn run_child(args: &MeasureArgs) -> anyhow::Result<()> {
+pub fn run_child(args: &MeasureOptions) -> anyhow::Result<()> {
     let jobs = args.jobs()?;
     let [job] = jobs.as_slice() else {
         anyhow::bail!("--child measures exactly one model, thread count and int8 mode; got {}", jobs.len());
@@ -386,7 +291,8 @@ impl ImageSource {
     pub fn open(path: Option<&Path>) -> Result<Self, BenchError> {
         match path {
             Some(p) => {
-                let bytes = std::fs::read(p).map_err(|source| models::ModelsError::Io { path: p.to_path_buf(), source })?;
+                let bytes =
+                    std::fs::read(p).map_err(|source| models::ModelsError::Io { path: p.to_path_buf(), source })?;
                 models::preprocess::decode_image(&bytes, p, ImageLimits::default())?;
                 let name = p.file_name().map_or_else(|| path_arg(p), |n| n.to_string_lossy().into_owned());
                 Ok(ImageSource { bytes, name, path: p.to_path_buf() })
@@ -421,7 +327,13 @@ impl ImageSource {
 
 /// Measures one row in this process: load, first inference, `iterations` timed inferences
 /// after `warmup` untimed ones, then `iterations` timed preprocessing runs.
-pub fn measure(job: &Job, image: &ImageSource, warmup: usize, iterations: usize, progress: bool) -> Result<BenchResult, BenchError> {
+pub fn measure(
+    job: &Job,
+    image: &ImageSource,
+    warmup: usize,
+    iterations: usize,
+    progress: bool,
+) -> Result<BenchResult, BenchError> {
     if iterations == 0 {
         return Err(BenchError::ZeroIterations);
     }
@@ -435,7 +347,11 @@ pub fn measure(job: &Job, image: &ImageSource, warmup: usize, iterations: usize,
     let mut pre = Preprocessor::new(manifest.preprocessing);
     let input = image.preprocess(&mut pre)?;
     if input.len() != classifier.input_len() {
-        return Err(BenchError::InputSize { model: job.load.model.clone(), expected: classifier.input_len(), got: input.len() });
+        return Err(BenchError::InputSize {
+            model: job.load.model.clone(),
+            expected: classifier.input_len(),
+            got: input.len(),
+        });
     }
     let t = Instant::now();
     classifier.infer(&input)?;
@@ -466,13 +382,13 @@ pub fn measure(job: &Job, image: &ImageSource, warmup: usize, iterations: usize,
     let lat = LatencyStats::from_samples(&latencies).ok_or(BenchError::ZeroIterations)?;
     let preprocess_ms = LatencyStats::from_samples(&pre_times).ok_or(BenchError::ZeroIterations)?.mean;
     let frame_ms = preprocess_ms + lat.mean;
-    let int8_mode = match classifier.execution() {
-        Execution::Fp32 => None,
-        Execution::Int8Native => Some("native".to_string()),
-        Execution::Int8Weights => Some("weights".to_string()),
-    };
+    let int8_mode = classifier.execution().int8_mode().map(|m| m.name().to_string());
     Ok(BenchResult {
-        model: job.load.model.file_name().map_or_else(|| path_arg(&job.load.model), |n| n.to_string_lossy().into_owned()),
+        model: job
+            .load
+            .model
+            .file_name()
+            .map_or_else(|| path_arg(&job.load.model), |n| n.to_string_lossy().into_owned()),
         precision: serde_json::to_value(manifest.precision.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -520,69 +436,32 @@ fn progress_bar(show: bool, total: u64, model: &Path, threads: usize) -> Progres
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Top,
-    }
-    #[derive(Subcommand)]
-    enum Top {
-        Bench(BenchArgs),
-    }
-
-    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
-        let Top::Bench(b) = Cli::try_parse_from(std::iter::once("edge-runtime").chain(args.iter().copied()))?.cmd;
-        Ok(b)
-    }
-
-    #[test]
-    fn nearest_rank_percentiles_of_a_shuffled_list() {
-        // 1..=100 ms in a scrambled order (37 is coprime with 100, so i*37 % 100 hits every value).
-        let samples: Vec<f64> = (0..100).map(|i| ((i * 37) % 100 + 1) as f64).collect();
-        let s = LatencyStats::from_samples(&samples).unwrap();
-        assert_eq!((s.p50, s.p90, s.p99), (50.0, 90.0, 99.0));
-        assert_eq!((s.min, s.max), (1.0, 100.0));
-        assert!((s.mean - 50.5).abs() < 1e-12);
-        // Ten samples: p99 is the largest, p50 the 5th.
-        let ten: Vec<f64> = vec![9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0, 10.0];
-        let s = LatencyStats::from_samples(&ten).unwrap();
-        assert_eq!((s.p50, s.p90, s.p99), (5.0, 9.0, 10.0));
-        assert_eq!(LatencyStats::from_samples(&[4.2]).unwrap().p99, 4.2);
-        assert!(LatencyStats::from_samples(&[]).is_none());
-    }
-
-    #[test]
-    fn measure_and_report_modes_parse() {
-        let b = parse(&["bench", "--model", "a.onnx", "--model", "b.onnx", "--threads", "1,2,4", "--json", "o.json"]).unwrap();
-        assert!(b.command.is_none());
-        assert_eq!(b.measure.models.len(), 2);
-        assert_eq!(b.measure.threads, vec![1, 2, 4]);
-        assert_eq!((b.measure.warmup, b.measure.iterations), (20, 200));
-        let b = parse(&["bench", "report", "a.json", "b.json", "--markdown", "r.md", "--plot", "p.png"]).unwrap();
-        let Some(BenchCommand::Report(r)) = b.command else { panic!("report subcommand") };
-        assert_eq!(r.inputs.len(), 2);
-        assert_eq!(r.plot.as_deref(), Some(Path::new("p.png")));
-        assert!(parse(&["bench", "report"]).is_err(), "report needs at least one input");
-        assert!(parse(&["bench", "--model", "a.onnx", "--preset", "resnet"]).is_err());
-    }
 
     #[test]
     fn bad_settings_are_refused_with_the_flag_named() {
-        let args = |extra: &[&str]| {
-            let mut v = vec!["bench", "--model", "a.onnx", "--model", "b.onnx"];
-            v.extend_from_slice(extra);
-            parse(&v).unwrap().measure
+        let two = MeasureOptions {
+            models: vec!["a.onnx".into(), "b.onnx".into()],
+            presets: vec![],
+            labels: vec![],
+            threads: vec![1],
+            warmup: 20,
+            iterations: 200,
+            image: None,
+            int8: None,
+            outputs: ReportOutputs::default(),
         };
-        let err = args(&["--iterations", "0"]).jobs().unwrap_err();
+        let err = MeasureOptions { iterations: 0, ..two.clone() }.jobs().unwrap_err();
         assert!(matches!(err, BenchError::ZeroIterations) && err.to_string().contains("--iterations"));
-        assert!(matches!(args(&["--threads", "1,0"]).jobs(), Err(BenchError::ZeroThreads)));
-        let err = args(&["--labels", "a", "--labels", "b", "--labels", "c"]).jobs().unwrap_err();
+        assert!(matches!(MeasureOptions { threads: vec![1, 0], ..two.clone() }.jobs(), Err(BenchError::ZeroThreads)));
+        let labels = vec!["a".into(), "b".into(), "c".into()];
+        let err = MeasureOptions { labels, ..two.clone() }.jobs().unwrap_err();
         assert!(err.to_string().contains("--labels is given 3 times for 2 models"), "{err}");
-        let err = args(&[]).jobs().unwrap_err();
-        assert!(matches!(err, BenchError::Runtime(RuntimeError::ModelMissing { ref path }) if path == Path::new("a.onnx")), "{err}");
-        assert!(matches!(parse(&["bench"]).unwrap().measure.jobs(), Err(BenchError::NoModels)));
+        let err = two.jobs().unwrap_err();
+        assert!(
+            matches!(err, BenchError::Runtime(RuntimeError::ModelMissing { ref path }) if path == Path::new("a.onnx")),
+            "{err}"
+        );
+        assert!(matches!(MeasureOptions { models: vec![], ..two }.jobs(), Err(BenchError::NoModels)));
     }
 
     #[test]

@@ -10,17 +10,11 @@ use models::{ImageLimits, Preprocessor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
-use crate::model::{Classifier, Prediction};
+use crate::model::Classifier;
 use crate::stats::Latencies;
 
-/// One classified image: the `classify --json` line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageResult {
-    pub path: String,
-    pub top: Vec<Prediction>,
-    /// Decode + preprocess + inference + softmax for this image, in milliseconds.
-    pub latency_ms: f64,
-}
+/// One classified image: the `classify --json` line (the record `trainer predict --json` prints too).
+pub use models::ImageRecord as ImageResult;
 
 /// An input that was not classified, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,11 +34,7 @@ pub struct ClassifyOptions {
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        ClassifyOptions {
-            top_k: 5,
-            limits: ImageLimits::default(),
-            dump_tensors: None,
-        }
+        ClassifyOptions { top_k: 5, limits: ImageLimits::default(), dump_tensors: None }
     }
 }
 
@@ -74,10 +64,8 @@ pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Skipped>) {
         } else if p.exists() {
             files.push(p.clone());
         } else {
-            skipped.push(Skipped {
-                path: p.clone(),
-                reason: RuntimeError::InputMissing { path: p.clone() }.to_string(),
-            });
+            skipped
+                .push(Skipped { path: p.clone(), reason: RuntimeError::InputMissing { path: p.clone() }.to_string() });
         }
     }
     (files, skipped)
@@ -116,18 +104,11 @@ pub fn classify_paths(
 ) -> Result<ClassifySummary> {
     let (files, missing) = collect_images(paths);
     if files.is_empty() && missing.is_empty() {
-        let paths = paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let paths = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         return Err(RuntimeError::NoImages { paths });
     }
     if let Some(dir) = &opts.dump_tensors {
-        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::WriteFile {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::WriteFile { path: dir.clone(), source })?;
     }
     let mut pre = Preprocessor::new(classifier.manifest().preprocessing);
     let mut summary = ClassifySummary::default();
@@ -144,10 +125,7 @@ pub fn classify_paths(
             }
             Err(e) if e.is_bad_input() => {
                 summary.skipped += 1;
-                Outcome::Skipped(Skipped {
-                    path: file.clone(),
-                    reason: e.to_string(),
-                })
+                Outcome::Skipped(Skipped { path: file.clone(), reason: e.to_string() })
             }
             Err(e) => return Err(e),
         };
@@ -170,18 +148,11 @@ pub fn classify_file(
     }
     let top = classifier.classify(&tensor, opts.top_k)?;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    Ok(ImageResult {
-        path: path.display().to_string(),
-        top,
-        latency_ms,
-    })
+    Ok(ImageResult { path: path.display().to_string(), top, latency_ms })
 }
 
 fn dump_tensor(dir: &Path, image: &Path, tensor: &[f32]) -> Result<()> {
-    let name = image
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
+    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let out = dir.join(format!("{name}.f32"));
     let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&out, bytes).map_err(|source| RuntimeError::WriteFile { path: out, source })
@@ -189,24 +160,13 @@ fn dump_tensor(dir: &Path, image: &Path, tensor: &[f32]) -> Result<()> {
 
 /// The human table: one row per image with its best class; the rest of the top-k after it.
 pub fn table_header() -> String {
-    format!(
-        "{:<48} {:>6}  {:<32} {:>6} {:>9}  {}",
-        "PATH", "INDEX", "CLASS", "SCORE", "LATENCY", "NEXT"
-    )
+    format!("{:<48} {:>6}  {:<32} {:>6} {:>9}  {}", "PATH", "INDEX", "CLASS", "SCORE", "LATENCY", "NEXT")
 }
 
 pub fn table_row(r: &ImageResult) -> String {
-    let (index, label, score) = r
-        .top
-        .first()
-        .map(|p| (p.index.to_string(), p.label.as_str(), p.score))
-        .unwrap_or(("-".into(), "-", 0.0));
-    let rest: Vec<String> = r
-        .top
-        .iter()
-        .skip(1)
-        .map(|p| format!("{} {:.3}", short(&p.label, 24), p.score))
-        .collect();
+    let (index, label, score) =
+        r.top.first().map(|p| (p.index.to_string(), p.label.as_str(), p.score)).unwrap_or(("-".into(), "-", 0.0));
+    let rest: Vec<String> = r.top.iter().skip(1).map(|p| format!("{} {:.3}", short(&p.label, 24), p.score)).collect();
     format!(
         "{:<48} {:>6}  {:<32} {:>6.3} {:>6.1} ms  {}",
         short(&r.path, 48),
@@ -247,15 +207,11 @@ mod tests {
         }
         let missing = dir.path().join("nope.jpg");
         let (files, skipped) = collect_images(&[dir.path().to_path_buf(), missing.clone()]);
-        let names: Vec<String> = files
-            .iter()
-            .map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string())
-            .collect();
+        let names: Vec<String> =
+            files.iter().map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(names, ["a.PNG", "b/c.jpeg", "z.jpg"]);
         assert_eq!(skipped.len(), 1);
-        assert!(
-            skipped[0].reason.contains("nope.jpg") && skipped[0].reason.contains("does not exist")
-        );
+        assert!(skipped[0].reason.contains("nope.jpg") && skipped[0].reason.contains("does not exist"));
     }
 
     #[test]

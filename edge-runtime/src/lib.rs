@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod classify;
 pub mod device;
+pub mod devices;
 pub mod error;
 pub mod int8;
 pub mod model;
@@ -15,4 +16,5 @@ pub mod stats;
 
 pub use error::RuntimeError;
 pub use int8::Int8Mode;
-pub use model::{Classifier, Execution, LoadOptions, Prediction, softmax, top_k};
+pub use model::{Classifier, Execution, LoadOptions};
+pub use models::{ImageRecord, Prediction};

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use models::{Backbone, Labels, Manifest};
+use common::softmax;
+use models::{Backbone, Labels, Manifest, Prediction};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -34,24 +35,8 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        LoadOptions {
-            model: model.into(),
-            preset: None,
-            labels: None,
-            threads: None,
-            int8: Int8Mode::Auto,
-        }
+        LoadOptions { model: model.into(), preset: None, labels: None, threads: None, int8: Int8Mode::Auto }
     }
-}
-
-/// One scored class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
-    /// Model output index.
-    pub index: usize,
-    pub label: String,
-    /// Softmax probability.
-    pub score: f32,
 }
 
 /// How the loaded graph executes: plain float, or an int8 (QDQ) model run natively or with
@@ -65,11 +50,21 @@ pub enum Execution {
 }
 
 impl Execution {
+    /// `fp32`, `int8-native`, `int8-weights`: `int8-` + the [`Int8Mode`] name.
     pub fn name(self) -> &'static str {
         match self {
             Execution::Fp32 => "fp32",
             Execution::Int8Native => "int8-native",
             Execution::Int8Weights => "int8-weights",
+        }
+    }
+
+    /// The int8 mode this execution runs (None for fp32).
+    pub fn int8_mode(self) -> Option<Int8Mode> {
+        match self {
+            Execution::Fp32 => None,
+            Execution::Int8Native => Some(Int8Mode::Native),
+            Execution::Int8Weights => Some(Int8Mode::Weights),
         }
     }
 }
@@ -98,12 +93,8 @@ impl Classifier {
         let (plan, execution) = if !int8::is_qdq(&proto) {
             (build(&proto)?, Execution::Fp32)
         } else {
-            let folded = || {
-                int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 {
-                    path: path.clone(),
-                    reason,
-                })
-            };
+            let folded =
+                || int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason });
             match opts.int8 {
                 Int8Mode::Native => (build(&proto)?, Execution::Int8Native),
                 Int8Mode::Weights => (build(&folded()?)?, Execution::Int8Weights),
@@ -122,14 +113,7 @@ impl Classifier {
                 }
             }
         };
-        let c = Classifier {
-            plan,
-            manifest,
-            path,
-            execution,
-            auto_timings,
-            executor,
-        };
+        let c = Classifier { plan, manifest, path, execution, auto_timings, executor };
         c.check_output_count()?;
         Ok(c)
     }
@@ -174,14 +158,7 @@ impl Classifier {
 
     /// The `k` best classes of a probability vector, with their labels.
     pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
-        top_k(probs, k)
-            .into_iter()
-            .map(|(index, score)| Prediction {
-                index,
-                label: self.manifest.labels.get(index).to_string(),
-                score,
-            })
-            .collect()
+        self.manifest.labels.top_k(probs, k)
     }
 
     fn check_output_count(&self) -> Result<()> {
@@ -189,23 +166,14 @@ impl Classifier {
             .plan
             .model()
             .output_fact(0)
-            .map_err(|e| RuntimeError::Unsupported {
-                path: self.path.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let outputs = fact
-            .shape
-            .as_concrete()
-            .map(|d| d.iter().product::<usize>());
+            .map_err(|e| RuntimeError::Unsupported { path: self.path.clone(), reason: format!("{e:#}") })?;
+        let outputs = fact.shape.as_concrete().map(|d| d.iter().product::<usize>());
         let labels = self.manifest.labels.len();
         match outputs {
             Some(n) if n == labels => Ok(()),
-            Some(n) => Err(RuntimeError::LabelMismatch {
-                path: self.path.clone(),
-                outputs: n,
-                labels,
-                hint: String::new(),
-            }),
+            Some(n) => {
+                Err(RuntimeError::LabelMismatch { path: self.path.clone(), outputs: n, labels, hint: String::new() })
+            }
             None => Err(RuntimeError::Unsupported {
                 path: self.path.clone(),
                 reason: format!("output shape {:?} is not fixed for one image", fact.shape),
@@ -217,10 +185,7 @@ impl Classifier {
 fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Plan> {
     let p = &manifest.preprocessing;
     let shape = [1usize, 3, p.height as usize, p.width as usize];
-    let unsupported = |e: TractError| RuntimeError::Unsupported {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    };
+    let unsupported = |e: TractError| RuntimeError::Unsupported { path: path.to_path_buf(), reason: format!("{e:#}") };
     let dir = path.parent().and_then(Path::to_str);
     let parsed = tract_onnx::onnx().parse(proto, dir).map_err(unsupported)?;
     if !parsed.unresolved_inputs.is_empty() {
@@ -263,21 +228,13 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor
     let p = &manifest.preprocessing;
     let expected = p.tensor_len();
     if input.len() != expected {
-        return Err(RuntimeError::InputSize {
-            got: input.len(),
-            expected,
-            width: p.width,
-            height: p.height,
-        });
+        return Err(RuntimeError::InputSize { got: input.len(), expected, width: p.width, height: p.height });
     }
     let shape = [1usize, 3, p.height as usize, p.width as usize];
-    let tensor =
-        Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let tensor = Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     let outputs = multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
         .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
-    let view = outputs[0]
-        .to_plain_array_view::<f32>()
-        .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     Ok(view.iter().copied().collect())
 }
 
@@ -285,25 +242,14 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor
 /// non-ONNX/truncated files.
 pub fn read_proto(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RuntimeError::ModelMissing {
-            path: path.to_path_buf(),
-        },
-        _ => RuntimeError::ModelIo {
-            path: path.to_path_buf(),
-            source,
-        },
+        std::io::ErrorKind::NotFound => RuntimeError::ModelMissing { path: path.to_path_buf() },
+        _ => RuntimeError::ModelIo { path: path.to_path_buf(), source },
     })?;
     if bytes.is_empty() {
-        return Err(RuntimeError::ModelEmpty {
-            path: path.to_path_buf(),
-        });
+        return Err(RuntimeError::ModelEmpty { path: path.to_path_buf() });
     }
-    let not_onnx = |reason: String| RuntimeError::NotOnnx {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let proto = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
+    let not_onnx = |reason: String| RuntimeError::NotOnnx { path: path.to_path_buf(), reason };
+    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
     // Arbitrary bytes sometimes decode as a protobuf with no graph in it.
     match &proto.graph {
         Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok(proto),
@@ -313,39 +259,21 @@ pub fn read_proto(path: &Path) -> Result<ModelProto> {
 
 /// The manifest stored in the model, if any.
 pub fn embedded_manifest(proto: &ModelProto) -> Option<&str> {
-    proto
-        .metadata_props
-        .iter()
-        .find(|p| p.key == models::MANIFEST_KEY)
-        .map(|p| p.value.as_str())
+    proto.metadata_props.iter().find(|p| p.key == models::MANIFEST_KEY).map(|p| p.value.as_str())
 }
 
 fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> {
     let path = &opts.model;
-    let manifest_err = |source| RuntimeError::Manifest {
-        path: path.clone(),
-        source,
-    };
-    let labels = opts
-        .labels
-        .as_deref()
-        .map(Labels::from_file)
-        .transpose()
-        .map_err(manifest_err)?;
+    let manifest_err = |source| RuntimeError::Manifest { path: path.clone(), source };
+    let labels = opts.labels.as_deref().map(Labels::from_file).transpose().map_err(manifest_err)?;
     let outputs = declared_output_count(proto);
     if let Some(backbone) = opts.preset {
-        let labels = labels.ok_or_else(|| RuntimeError::PresetWithoutLabels {
-            preset: backbone.name().into(),
-        })?;
+        let labels = labels.ok_or_else(|| RuntimeError::PresetWithoutLabels { preset: backbone.name().into() })?;
         let labels = fit_labels(labels, backbone, outputs, path)?;
-        let source = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         return Ok(Manifest::for_preset(backbone, labels, &source));
     }
-    let json =
-        embedded_manifest(proto).ok_or_else(|| RuntimeError::NoManifest { path: path.clone() })?;
+    let json = embedded_manifest(proto).ok_or_else(|| RuntimeError::NoManifest { path: path.clone() })?;
     let mut manifest = Manifest::from_json(json).map_err(manifest_err)?;
     if let Some(labels) = labels {
         manifest.labels = labels;
@@ -355,12 +283,7 @@ fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> 
 
 /// Preset labels files list the ImageNet classes; a model with extra leading outputs
 /// (MobileNetV2's `background`) gets placeholders for them so output index == label index.
-fn fit_labels(
-    labels: Labels,
-    backbone: Backbone,
-    outputs: Option<usize>,
-    path: &Path,
-) -> Result<Labels> {
+fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: &Path) -> Result<Labels> {
     let offset = backbone.spec().label_offset;
     let Some(outputs) = outputs else {
         return Ok(labels);
@@ -371,19 +294,11 @@ fn fit_labels(
         Ok(labels.with_offset(offset, "background"))
     } else {
         let hint = if offset > 0 {
-            format!(
-                " (or {} with {backbone}'s {offset} background class)",
-                labels.len() + offset
-            )
+            format!(" (or {} with {backbone}'s {offset} background class)", labels.len() + offset)
         } else {
             String::new()
         };
-        Err(RuntimeError::LabelMismatch {
-            path: path.to_path_buf(),
-            outputs,
-            labels: labels.len(),
-            hint,
-        })
+        Err(RuntimeError::LabelMismatch { path: path.to_path_buf(), outputs, labels: labels.len(), hint })
     }
 }
 
@@ -398,28 +313,11 @@ fn declared_output_count(proto: &ModelProto) -> Option<usize> {
     let mut n = 1usize;
     for d in dims {
         match d.value {
-            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
-                n *= v as usize
-            }
+            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => n *= v as usize,
             _ => {}
         }
     }
     (!dims.is_empty()).then_some(n)
-}
-
-/// Numerically stable softmax.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// Indices and values of the `k` largest entries, best first (ties: lower index first).
-pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, values[i])).collect()
 }
 
 #[cfg(test)]
@@ -427,25 +325,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let p = softmax(&[1.0, 3.0, 2.0, 5.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(
-            top_k(&p, 2).iter().map(|t| t.0).collect::<Vec<_>>(),
-            vec![3, 1]
-        );
-        // Large logits must not overflow exp().
-        let big = softmax(&[1000.0, 999.0]);
-        assert!(big.iter().all(|v| v.is_finite()) && big[0] > big[1]);
-    }
-
-    #[test]
-    fn top_k_handles_k_larger_than_len_and_ties() {
-        assert_eq!(
-            top_k(&[0.5, 0.5, 0.1], 10),
-            vec![(0, 0.5), (1, 0.5), (2, 0.1)]
-        );
-        assert!(top_k(&[], 3).is_empty());
+    fn execution_names_are_int8_mode_names() {
+        for e in [Execution::Int8Native, Execution::Int8Weights] {
+            assert_eq!(e.name(), format!("int8-{}", e.int8_mode().unwrap().name()));
+        }
+        assert_eq!((Execution::Fp32.name(), Execution::Fp32.int8_mode()), ("fp32", None));
     }
 
     #[test]
@@ -453,20 +337,9 @@ mod tests {
         let l = Labels((0..1000).map(|i| format!("c{i}")).collect());
         let p = Path::new("m.onnx");
         let fitted = fit_labels(l.clone(), Backbone::MobileNetV2, Some(1001), p).unwrap();
-        assert_eq!(
-            (fitted.len(), fitted.get(0), fitted.get(1)),
-            (1001, "background", "c0")
-        );
-        assert_eq!(
-            fit_labels(l.clone(), Backbone::EfficientNetLite0, Some(1000), p).unwrap(),
-            l
-        );
-        let err = fit_labels(l, Backbone::EfficientNetLite0, Some(5), p)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("5 outputs") && err.contains("1000 labels"),
-            "{err}"
-        );
+        assert_eq!((fitted.len(), fitted.get(0), fitted.get(1)), (1001, "background", "c0"));
+        assert_eq!(fit_labels(l.clone(), Backbone::EfficientNetLite0, Some(1000), p).unwrap(), l);
+        let err = fit_labels(l, Backbone::EfficientNetLite0, Some(5), p).unwrap_err().to_string();
+        assert!(err.contains("5 outputs") && err.contains("1000 labels"), "{err}");
     }
 }

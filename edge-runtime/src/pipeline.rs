@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Skipped;
 use crate::error::{Result, RuntimeError};
 use crate::model::{Classifier, softmax};
+use crate::sink::rfc3339_utc;
 use crate::sink::{FrameResult, Sink, UNKNOWN};
-use crate::source::{Fetch, Frame, FrameSource};
+use crate::source::{Fetch, Frame, FrameSource, Transform};
 use crate::stats::Latencies;
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct RunOptions {
     pub smooth: usize,
     pub top_k: usize,
     pub retry: RetryPolicy,
+    /// Rotate / flip / crop applied to each frame before preprocessing.
+    pub transform: Transform,
 }
 
 impl Default for RunOptions {
@@ -41,6 +44,7 @@ impl Default for RunOptions {
             smooth: 1,
             top_k: 5,
             retry: RetryPolicy::default(),
+            transform: Transform::default(),
         }
     }
 }
@@ -56,11 +60,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: rides out a USB re-enumeration, gives up in ~3 s.
-        RetryPolicy {
-            attempts: 5,
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-        }
+        RetryPolicy { attempts: 5, first_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
     }
 }
 
@@ -83,8 +83,10 @@ pub struct Summary {
     pub classified: u64,
     /// Stale frames replaced by newer ones before inference got to them.
     pub dropped: u64,
-    /// Inputs that could not be decoded (folder sources).
+    /// Inputs that could not be decoded (files of a folder, damaged stream frames).
     pub skipped: Vec<Skipped>,
+    /// Times a lost device or stream was restarted and came back.
+    pub reconnects: u64,
     pub elapsed_s: f64,
     /// Classified frames per second of wall time.
     pub fps: f64,
@@ -98,13 +100,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "summary: source {} ({}), frames in {}, classified {}, dropped {}, skipped {}, {:.1} fps, latency p50 {:.1} ms p99 {:.1} ms, {:.1} s, stopped: {:?}",
+            "summary: source {} ({}), frames in {}, classified {}, dropped {}, skipped {}, reconnects {}, {:.1} fps, latency p50 {:.1} ms p99 {:.1} ms, {:.1} s, stopped: {:?}",
             self.source,
             self.execution,
             self.frames_in,
             self.classified,
             self.dropped,
             self.skipped.len(),
+            self.reconnects,
             self.fps,
             self.latency_p50_ms,
             self.latency_p99_ms,
@@ -134,14 +137,7 @@ impl<T> NewestWins<T> {
     /// Returns the queue and the consumer's receiver.
     pub fn new(capacity: usize) -> (Self, Receiver<T>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        (
-            NewestWins {
-                tx: Mutex::new(Some(tx)),
-                stale: rx.clone(),
-                dropped: AtomicU64::new(0),
-            },
-            rx,
-        )
+        (NewestWins { tx: Mutex::new(Some(tx)), stale: rx.clone(), dropped: AtomicU64::new(0) }, rx)
     }
 
     fn sender(&self) -> Option<Sender<T>> {
@@ -208,10 +204,7 @@ pub struct Smoother {
 
 impl Smoother {
     pub fn new(k: usize) -> Self {
-        Smoother {
-            k: k.max(1),
-            window: VecDeque::new(),
-        }
+        Smoother { k: k.max(1), window: VecDeque::new() }
     }
 
     pub fn push(&mut self, probs: Vec<f32>) -> Vec<f32> {
@@ -228,11 +221,13 @@ impl Smoother {
     }
 }
 
-/// Gets the next frame, retrying a failing device with exponential backoff.
+/// Gets the next frame, retrying a failing device with exponential backoff; each time the
+/// device is brought back, `reconnects` counts one.
 pub fn fetch_with_retry(
     source: &mut dyn FrameSource,
     policy: &RetryPolicy,
     stop: &AtomicBool,
+    reconnects: &AtomicU64,
 ) -> Result<Fetch> {
     let mut last = match source.next() {
         Ok(f) => return Ok(f),
@@ -246,7 +241,11 @@ pub fn fetch_with_retry(
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(policy.max_backoff);
-        match source.reconnect().and_then(|_| source.next()) {
+        let next = source.reconnect().and_then(|_| {
+            reconnects.fetch_add(1, Ordering::Relaxed);
+            source.next()
+        });
+        match next {
             Ok(f) => return Ok(f),
             Err(e) => last = e,
         }
@@ -264,6 +263,7 @@ struct Shared {
     /// Set by whoever decides the run is over (frame limit, failure); `stop` is the user's.
     done: AtomicBool,
     frames_in: AtomicU64,
+    reconnects: AtomicU64,
     skipped: Mutex<Vec<Skipped>>,
     error: Mutex<Option<RuntimeError>>,
     stopped: Mutex<Option<StopReason>>,
@@ -293,6 +293,7 @@ pub fn run(
     let shared = Shared {
         done: AtomicBool::new(false),
         frames_in: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
         skipped: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         stopped: Mutex::new(None),
@@ -309,8 +310,8 @@ pub fn run(
             capture_loop(source.as_mut(), queue, opts, stop, shared);
             queue.close();
         });
-        let infer =
-            scope.spawn(move || inference_loop(classifier, frames_rx, results_tx, opts, shared));
+        let name = source_name.as_str();
+        let infer = scope.spawn(move || inference_loop(classifier, frames_rx, results_tx, opts, shared, name));
         for r in results_rx.iter() {
             if let Err(e) = sink.emit(&r) {
                 shared.finish(StopReason::Failed, Some(e));
@@ -330,35 +331,22 @@ pub fn run(
 
     let elapsed_s = start.elapsed().as_secs_f64();
     let classified = latencies.len() as u64;
-    let stopped = shared
-        .stopped
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or(StopReason::SourceEnded);
+    let stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(StopReason::SourceEnded);
     let summary = Summary {
         source: source_name,
         execution: classifier.execution().name().to_string(),
         frames_in: shared.frames_in.load(Ordering::Relaxed),
         classified,
         dropped: queue.dropped(),
-        skipped: shared
-            .skipped
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner()),
+        skipped: shared.skipped.into_inner().unwrap_or_else(|e| e.into_inner()),
+        reconnects: shared.reconnects.load(Ordering::Relaxed),
         elapsed_s,
-        fps: if elapsed_s > 0.0 {
-            classified as f64 / elapsed_s
-        } else {
-            0.0
-        },
+        fps: if elapsed_s > 0.0 { classified as f64 / elapsed_s } else { 0.0 },
         latency_p50_ms: latencies.percentile(50.0),
         latency_p99_ms: latencies.percentile(99.0),
         stopped,
     };
-    RunOutcome {
-        summary,
-        error: shared.error.into_inner().unwrap_or_else(|e| e.into_inner()),
-    }
+    RunOutcome { summary, error: shared.error.into_inner().unwrap_or_else(|e| e.into_inner()) }
 }
 
 fn capture_loop(
@@ -376,7 +364,7 @@ fn capture_loop(
         if shared.done.load(Ordering::Relaxed) {
             break;
         }
-        match fetch_with_retry(source, &opts.retry, stop) {
+        match fetch_with_retry(source, &opts.retry, stop, &shared.reconnects) {
             Ok(Fetch::Frame(frame)) => {
                 shared.frames_in.fetch_add(1, Ordering::Relaxed);
                 if live {
@@ -388,21 +376,11 @@ fn capture_loop(
                 }
             }
             Ok(Fetch::Skip { name, reason }) => {
-                shared
-                    .skipped
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Skipped {
-                        path: name.into(),
-                        reason,
-                    });
+                shared.skipped.lock().unwrap_or_else(|e| e.into_inner()).push(Skipped { path: name.into(), reason });
             }
             Ok(Fetch::End) => {
-                let reason = if stop.load(Ordering::Relaxed) {
-                    StopReason::Interrupted
-                } else {
-                    StopReason::SourceEnded
-                };
+                let reason =
+                    if stop.load(Ordering::Relaxed) { StopReason::Interrupted } else { StopReason::SourceEnded };
                 // Let inference finish what is queued: mark the reason, then just stop capturing.
                 let mut stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner());
                 stopped.get_or_insert(reason);
@@ -422,6 +400,7 @@ fn inference_loop(
     results: Sender<FrameResult>,
     opts: &RunOptions,
     shared: &Shared,
+    source_name: &str,
 ) -> Latencies {
     let mut pre = Preprocessor::new(classifier.manifest().preprocessing);
     let mut smoother = Smoother::new(opts.smooth);
@@ -430,9 +409,14 @@ fn inference_loop(
     // still queued then are counted as dropped by the caller.
     for frame in frames.iter() {
         let t = Instant::now();
-        let tensor = pre
-            .tensor(image::DynamicImage::ImageRgb8(frame.image))
-            .map_err(RuntimeError::from);
+        let image = match opts.transform.apply(frame.image, source_name) {
+            Ok(img) => img,
+            Err(e) => {
+                shared.finish(StopReason::Failed, Some(e));
+                break;
+            }
+        };
+        let tensor = pre.tensor(image::DynamicImage::ImageRgb8(image)).map_err(RuntimeError::from);
         let probs = match tensor.and_then(|x| classifier.infer(&x)) {
             Ok(logits) => softmax(&logits),
             Err(e) => {
@@ -450,12 +434,10 @@ fn inference_loop(
         let known = best.score >= opts.threshold;
         let result = FrameResult {
             seq: frame.seq,
+            ts: rfc3339_utc(frame.wall),
+            source: source_name.to_string(),
             name: frame.name,
-            label: if known {
-                best.label.clone()
-            } else {
-                UNKNOWN.to_string()
-            },
+            label: if known { best.label.clone() } else { UNKNOWN.to_string() },
             index: known.then_some(best.index),
             score: best.score,
             top,
@@ -529,10 +511,7 @@ mod tests {
         fn next(&mut self) -> Result<Fetch> {
             if self.failures > 0 {
                 self.failures -= 1;
-                return Err(RuntimeError::Camera {
-                    index: 9,
-                    reason: "device unplugged".into(),
-                });
+                return Err(RuntimeError::Camera { index: 9, reason: "device unplugged".into() });
             }
             Ok(Fetch::End)
         }
@@ -543,40 +522,24 @@ mod tests {
     }
 
     fn quick() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 3,
-            first_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(2),
-        }
+        RetryPolicy { attempts: 3, first_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(2) }
     }
 
     #[test]
     fn a_device_that_comes_back_is_reconnected() {
-        let mut src = Flaky {
-            failures: 2,
-            reconnects: 0,
-        };
-        assert!(matches!(
-            fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false)),
-            Ok(Fetch::End)
-        ));
+        let mut src = Flaky { failures: 2, reconnects: 0 };
+        let counted = AtomicU64::new(0);
+        assert!(matches!(fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false), &counted), Ok(Fetch::End)));
         assert_eq!(src.reconnects, 2);
+        assert_eq!(counted.load(Ordering::Relaxed), 2);
     }
 
     #[test]
     fn a_device_that_stays_lost_is_a_clear_error_after_the_retries() {
-        let mut src = Flaky {
-            failures: 100,
-            reconnects: 0,
-        };
-        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false))
-            .err()
-            .unwrap();
+        let mut src = Flaky { failures: 100, reconnects: 0 };
+        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false), &AtomicU64::new(0)).err().unwrap();
         assert_eq!(src.reconnects, 3);
         let msg = err.to_string();
-        assert!(
-            msg.contains("camera:9 lost after 3 attempts") && msg.contains("device unplugged"),
-            "{msg}"
-        );
+        assert!(msg.contains("camera:9 lost after 3 attempts") && msg.contains("device unplugged"), "{msg}");
     }
 }

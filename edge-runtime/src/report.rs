@@ -5,9 +5,7 @@
 //! rename. Every row field beyond the original schema has a serde default so older or
 //! hand-trimmed reports still merge.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
@@ -19,7 +17,9 @@ use crate::device::DeviceInfo;
 pub enum ReportError {
     #[error("cannot read benchmark report {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not an edge-runtime bench report ({reason}); write one with `edge-runtime bench --model M.onnx --json FILE.json`")]
+    #[error(
+        "{path} is not an edge-runtime bench report ({reason}); write one with `edge-runtime bench --model M.onnx --json FILE.json`"
+    )]
     Parse { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source} (check that the directory exists and is writable)")]
     Write { path: PathBuf, source: std::io::Error },
@@ -118,7 +118,8 @@ pub struct MergedRow {
 
 impl BenchReport {
     pub fn read(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_path_buf(), source })?;
         serde_json::from_str(&text).map_err(|e| ReportError::Parse { path: path.to_path_buf(), reason: e.to_string() })
     }
 
@@ -157,7 +158,9 @@ impl MergedReport {
         let labels: Vec<String> = reports
             .iter()
             .zip(labels)
-            .map(|((source, _), label)| if clashes(&label) { format!("{label} [{}]", file_stem(source)) } else { label })
+            .map(
+                |((source, _), label)| if clashes(&label) { format!("{label} [{}]", file_stem(source)) } else { label },
+            )
             .collect();
         let mut devices: Vec<MergedDevice> = Vec::new();
         let mut results = Vec::new();
@@ -190,7 +193,9 @@ impl MergedReport {
     /// Markdown: the devices, one full table (device × model × threads), and p50 side by side.
     pub fn to_markdown(&self) -> String {
         let mut md = String::from("# perch edge-runtime benchmark\n\n## Devices\n\n");
-        md.push_str("| device | CPU | cores | arch | OS | kernel | memory | perch | tract | build | SIMD (compiled / CPU) |\n");
+        md.push_str(
+            "| device | CPU | cores | arch | OS | kernel | memory | perch | tract | build | SIMD (compiled / CPU) |\n",
+        );
         md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for d in &self.devices {
             let i = &d.device;
@@ -263,9 +268,10 @@ impl MergedReport {
         for (variant, threads) in &keys {
             md.push_str(&format!("| {} | {threads} |", cell(variant)));
             for d in &self.devices {
-                let hit = self.results.iter().find(|r| {
-                    r.device == d.label && r.result.threads == *threads && r.result.variant() == *variant
-                });
+                let hit = self
+                    .results
+                    .iter()
+                    .find(|r| r.device == d.label && r.result.threads == *threads && r.result.variant() == *variant);
                 md.push_str(&hit.map_or(" - |".to_string(), |r| format!(" {:.2} |", r.result.p50_ms)));
             }
             md.push('\n');
@@ -280,7 +286,7 @@ impl MergedReport {
     /// Horizontal bar chart: one bar per device × model × threads (p50, whisker to p90),
     /// rows of the same model and thread count next to each other, colour = device.
     pub fn write_plot(&self, path: &Path) -> Result<(), ReportError> {
-        register_plot_font()?;
+        common::plot::register_font().map_err(ReportError::Font)?;
         if self.results.is_empty() {
             return Err(ReportError::Empty(format!("no result rows to plot into {}", path.display())));
         }
@@ -302,10 +308,12 @@ impl MergedReport {
         let legend_rows = (self.devices.len() * 22).div_ceil(34);
         let slot = |i: usize| n - 1 - i;
         let height = 140 + 34 * (n + legend_rows) as u32;
-        let tmp = temp_sibling(path, ".png")?;
-        let plot_err = |e: &dyn std::fmt::Display| ReportError::Plot { path: path.to_path_buf(), reason: e.to_string() };
+        let tmp = common::AtomicFile::create(path)
+            .map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
+        let plot_err =
+            |e: &dyn std::fmt::Display| ReportError::Plot { path: path.to_path_buf(), reason: e.to_string() };
         {
-            let root = BitMapBackend::new(tmp.path(), (label_width + 760, height)).into_drawing_area();
+            let root = BitMapBackend::new(tmp.temp_path(), (label_width + 760, height)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| plot_err(&e))?;
             let mut chart = ChartBuilder::on(&root)
                 .caption("edge-runtime inference latency: p50 (bar), p90 (whisker)", ("sans-serif", 22))
@@ -333,7 +341,10 @@ impl MergedReport {
                 chart
                     .draw_series(mine.iter().map(|(i, r)| {
                         let mut bar = Rectangle::new(
-                            [(0.0, SegmentValue::Exact(slot(*i))), (r.result.p50_ms, SegmentValue::Exact(slot(*i) + 1))],
+                            [
+                                (0.0, SegmentValue::Exact(slot(*i))),
+                                (r.result.p50_ms, SegmentValue::Exact(slot(*i) + 1)),
+                            ],
                             color.filled(),
                         );
                         bar.set_margin(5, 5, 0, 0);
@@ -345,7 +356,10 @@ impl MergedReport {
                 chart
                     .draw_series(mine.iter().map(|(i, r)| {
                         PathElement::new(
-                            [(r.result.p50_ms, SegmentValue::CenterOf(slot(*i))), (r.result.p90_ms, SegmentValue::CenterOf(slot(*i)))],
+                            [
+                                (r.result.p50_ms, SegmentValue::CenterOf(slot(*i))),
+                                (r.result.p90_ms, SegmentValue::CenterOf(slot(*i))),
+                            ],
                             BLACK.stroke_width(2),
                         )
                     }))
@@ -353,7 +367,11 @@ impl MergedReport {
                 chart
                     .draw_series(mine.iter().map(|(i, r)| {
                         let at = r.result.p90_ms.max(r.result.p50_ms) + x_max * 0.01;
-                        Text::new(format!("{:.1}", r.result.p50_ms), (at, SegmentValue::CenterOf(slot(*i))), ("sans-serif", 13))
+                        Text::new(
+                            format!("{:.1}", r.result.p50_ms),
+                            (at, SegmentValue::CenterOf(slot(*i))),
+                            ("sans-serif", 13),
+                        )
                     }))
                     .map_err(|e| plot_err(&e))?;
             }
@@ -367,7 +385,7 @@ impl MergedReport {
                 .map_err(|e| plot_err(&e))?;
             root.present().map_err(|e| plot_err(&e))?;
         }
-        tmp.persist(path).map_err(|e| ReportError::Write { path: path.to_path_buf(), source: e.error })?;
+        tmp.commit().map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
         Ok(())
     }
 }
@@ -383,45 +401,10 @@ impl From<BenchReport> for MergedReport {
     }
 }
 
-/// Registers the embedded DejaVu Sans (Bitstream Vera licence, via the `dejavu` crate) as
-/// plotters' "sans-serif" family. Plotters' ab_glyph text backend has no system font lookup,
-/// so every crate that draws text with plotters calls this first; repeated calls are free.
-pub fn register_plot_font() -> Result<(), ReportError> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            let faces = [("regular", FontStyle::Normal, dejavu::sans::regular()), ("bold", FontStyle::Bold, dejavu::sans::bold())];
-            for (name, style, bytes) in faces {
-                plotters::style::register_font("sans-serif", style, bytes)
-                    .map_err(|_| format!("DejaVu Sans {name} is not a valid TrueType font"))?;
-            }
-            Ok(())
-        })
-        .clone()
-        .map_err(ReportError::Font)
-}
-
-/// Writes a file atomically: a temp file in the same directory, then a rename, so a crash
-/// never leaves a half-written report where a good one was.
+/// Writes a report file atomically (`common::write_atomic`): a crash never leaves a
+/// half-written report where a good one was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let mut tmp = temp_sibling(path, ".tmp")?;
-    let write_err = |source| ReportError::Write { path: path.to_path_buf(), source };
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(())
-}
-
-fn temp_sibling(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile, ReportError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".perch-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+    common::write_atomic(path, bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
 fn file_stem(path: &str) -> String {
@@ -503,8 +486,12 @@ mod tests {
 
     #[test]
     fn pivot_has_one_column_per_device_and_dashes_for_missing_rows() {
-        let a = BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0), row("m.onnx", 2, 3.0)] };
-        let b = BenchReport { device: device("Cortex-A72", Some("Raspberry Pi 4 Model B Rev 1.4")), results: vec![row("m.onnx", 1, 60.0)] };
+        let a =
+            BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0), row("m.onnx", 2, 3.0)] };
+        let b = BenchReport {
+            device: device("Cortex-A72", Some("Raspberry Pi 4 Model B Rev 1.4")),
+            results: vec![row("m.onnx", 1, 60.0)],
+        };
         let md = MergedReport::merge(vec![("a.json".into(), a), ("b.json".into(), b)]).unwrap().to_markdown();
         assert!(md.contains("| model | threads | EPYC (4 cores) | Raspberry Pi 4 Model B Rev 1.4 |"), "{md}");
         assert!(md.contains("| m.onnx (fp32) | 1 | 5.00 | 60.00 |"), "{md}");
@@ -514,7 +501,8 @@ mod tests {
     #[test]
     fn plot_is_a_png_and_no_temp_file_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let a = BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0), row("m.onnx", 2, 3.0)] };
+        let a =
+            BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0), row("m.onnx", 2, 3.0)] };
         let path = dir.path().join("latency.png");
         MergedReport::from(a).write_plot(&path).unwrap();
         let img = image::open(&path).unwrap();

@@ -1,4 +1,5 @@
-//! Latency percentiles for run summaries (classify and the streaming loop).
+//! Latency percentiles for run summaries (classify and the streaming loop), by the one
+//! nearest-rank definition in `common::stats`.
 
 /// Collected latencies in milliseconds.
 #[derive(Debug, Clone, Default)]
@@ -23,16 +24,7 @@ impl Latencies {
     }
 }
 
-/// Nearest-rank percentile of unsorted values (`q` in 0..=100); 0 when empty.
-pub fn percentile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    // One nearest-rank definition for the whole runtime: bench's.
-    crate::bench::percentile(&v, q)
-}
+pub use common::stats::percentile;
 
 #[cfg(test)]
 mod tests {

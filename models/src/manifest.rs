@@ -60,13 +60,43 @@ pub struct PrecisionSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
-    /// minmax | percentile | entropy
-    pub method: String,
+    pub method: CalibrationMethod,
     pub images: usize,
     /// Quantized activation tensors.
     pub activations: usize,
     /// Quantized weight tensors (per-channel int8).
     pub weights: usize,
+}
+
+/// How the int8 export chose its activation ranges (`trainer export --calibration-method`),
+/// stored in the manifest as `"minmax"`, `"percentile"` or `"entropy"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationMethod {
+    /// The observed range.
+    Minmax,
+    /// |x| clipped at its 99.99th percentile (the default: it clips the rare outliers minmax keeps).
+    #[default]
+    Percentile,
+    /// The clipping threshold with the smallest KL divergence (TensorRT's method).
+    Entropy,
+}
+
+impl CalibrationMethod {
+    /// The manifest and command-line spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            CalibrationMethod::Minmax => "minmax",
+            CalibrationMethod::Percentile => "percentile",
+            CalibrationMethod::Entropy => "entropy",
+        }
+    }
+}
+
+impl std::fmt::Display for CalibrationMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,11 +204,27 @@ mod tests {
         m.metrics.insert("val_accuracy".into(), 0.95);
         m.precision = PrecisionSpec {
             kind: Precision::Int8,
-            calibration: Some(Calibration { method: "minmax".into(), images: 200, activations: 60, weights: 50 }),
+            calibration: Some(Calibration {
+                method: CalibrationMethod::Minmax,
+                images: 200,
+                activations: 60,
+                weights: 50,
+            }),
         };
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert_eq!(Manifest::from_postcard(&m.to_postcard()).unwrap(), m);
         assert!(m.to_json().contains("\"backbone\":\"efficientnet-lite0\""));
+        assert!(m.to_json().contains("\"method\":\"minmax\""), "the calibration method keeps its JSON spelling");
+    }
+
+    #[test]
+    fn calibration_methods_keep_their_json_spelling() {
+        for m in [CalibrationMethod::Minmax, CalibrationMethod::Percentile, CalibrationMethod::Entropy] {
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
+            assert_eq!(serde_json::from_str::<CalibrationMethod>(&format!("\"{m}\"")).unwrap(), m);
+        }
+        assert_eq!(CalibrationMethod::default(), CalibrationMethod::Percentile);
+        assert!(serde_json::from_str::<CalibrationMethod>("\"kl\"").is_err());
     }
 
     #[test]

@@ -94,6 +94,20 @@ pub fn decode_image(bytes: &[u8], path: &Path, limits: ImageLimits) -> Result<Dy
         return Err(ModelsError::EmptyFile { path: path_buf() });
     }
     let decode_err = |e: &dyn std::fmt::Display| ModelsError::Decode { path: path_buf(), reason: e.to_string() };
+    // The jpeg decoder fills a cut-off image with grey and reports success: walk the markers
+    // first so a truncated or corrupt JPEG is an error, not a confident wrong answer.
+    if bytes.starts_with(&JPEG_SOI) {
+        match jpeg_extent(bytes) {
+            JpegExtent::Complete(_) => {}
+            JpegExtent::Truncated(why) => return Err(decode_err(&format!("truncated JPEG: {why}"))),
+            JpegExtent::Cut(at) => {
+                return Err(decode_err(&format!(
+                    "truncated JPEG: another image starts at byte {at} before this one ended"
+                )));
+            }
+            JpegExtent::Corrupt(why) => return Err(decode_err(&format!("corrupt JPEG: {why}"))),
+        }
+    }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_err(&e))?;
     if reader.format().is_none() {
         return Err(ModelsError::Decode { path: path_buf(), reason: "not a recognised image format".into() });
@@ -116,6 +130,99 @@ pub fn decode_image(bytes: &[u8], path: &Path, limits: ImageLimits) -> Result<Dy
     img_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(img_limits);
     reader.decode().map_err(|e| decode_err(&e))
+}
+
+/// The start-of-image marker every JPEG (and every frame of an MJPEG stream) begins with.
+pub const JPEG_SOI: [u8; 2] = [0xFF, 0xD8];
+
+/// Where a JPEG that starts at byte 0 ends, found by walking its marker segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JpegExtent {
+    /// The image is complete: its end-of-image marker ends at this byte offset (trailing
+    /// bytes after it are not part of the image).
+    Complete(usize),
+    /// The bytes end before the image does (more bytes could complete it).
+    Truncated(String),
+    /// The image is cut short: another image's SOI marker starts at this byte offset before
+    /// this one ended (an MJPEG stream that lost bytes, or two files glued together).
+    Cut(usize),
+    /// The bytes are not a well-formed JPEG (or another image starts inside this one).
+    Corrupt(String),
+}
+
+/// Walks the marker segments of a JPEG from its SOI: each header segment is skipped by its
+/// length (so an EXIF thumbnail's own SOI/EOI inside APP1 is never mistaken for the end),
+/// entropy-coded scan data is scanned for the next real marker (`FF 00` is a stuffed data
+/// byte, `FF D0..D7` are restart markers, `FF FF` is fill), and the image ends at the EOI
+/// after its last scan. Shared by file decoding and the MJPEG stream splitter.
+pub fn jpeg_extent(bytes: &[u8]) -> JpegExtent {
+    use JpegExtent::{Complete, Corrupt, Truncated};
+    if !bytes.starts_with(&JPEG_SOI) {
+        return Corrupt("does not start with the JPEG start-of-image marker FF D8".into());
+    }
+    let n = bytes.len();
+    let (mut pos, mut frame_header, mut scans) = (2usize, false, 0u32);
+    loop {
+        // A marker: FF, optional FF fill bytes, then the marker code.
+        match bytes.get(pos) {
+            None => return Truncated(format!("ends after {n} bytes, before the end-of-image marker")),
+            Some(0xFF) => {}
+            Some(b) => return Corrupt(format!("expected a marker at byte {pos}, found {b:#04x}")),
+        }
+        while bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&code) = bytes.get(pos + 1) else {
+            return Truncated(format!("ends after {n} bytes, inside a marker"));
+        };
+        let marker_at = pos;
+        pos += 2;
+        match code {
+            0xD9 if scans > 0 => return Complete(pos),
+            0xD9 => return Corrupt(format!("end-of-image marker at byte {marker_at} before any image data")),
+            0xD8 => return JpegExtent::Cut(marker_at),
+            0x00 => return Corrupt(format!("invalid marker FF 00 at byte {marker_at}")),
+            // Standalone markers: TEM, RST0-7.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes.get(pos..pos + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+            return Truncated(format!("ends after {n} bytes, inside the header of segment FF {code:02X}"));
+        };
+        if len < 2 {
+            return Corrupt(format!("segment FF {code:02X} at byte {marker_at} has an invalid length {len}"));
+        }
+        if pos + len > n {
+            return Truncated(format!(
+                "segment FF {code:02X} at byte {marker_at} needs {len} bytes but the data ends after {n}"
+            ));
+        }
+        pos += len;
+        match code {
+            // Start of frame (baseline, progressive, ...; C4 DHT, C8 JPG and CC DAC are not).
+            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => frame_header = true,
+            0xDA => {
+                if !frame_header {
+                    return Corrupt(format!("scan at byte {marker_at} before any frame header"));
+                }
+                scans += 1;
+                // Entropy-coded data runs to the next marker that is not a stuffed byte or a restart.
+                loop {
+                    let Some(ff) = bytes[pos..].iter().position(|&b| b == 0xFF) else {
+                        return Truncated(format!("ends after {n} bytes, inside the image data"));
+                    };
+                    pos += ff;
+                    match bytes.get(pos + 1) {
+                        None => return Truncated(format!("ends after {n} bytes, inside the image data")),
+                        Some(0x00 | 0xD0..=0xD7) => pos += 2,
+                        // Fill byte before a marker: the marker walk skips it.
+                        Some(_) => break,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Converts any decoded image to 8-bit RGB: grayscale is replicated, alpha is dropped,
@@ -196,9 +303,7 @@ impl Preprocessor {
 /// Image files by extension, case-insensitive (`.jpg`, `.JPEG`, `.png`, ...).
 pub fn is_image_path(path: &Path) -> bool {
     const EXTS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 #[cfg(test)]
@@ -243,6 +348,93 @@ mod tests {
         assert!(matches!(err, ModelsError::Decode { .. }), "{err}");
         let err = decode_image(&png, p, ImageLimits { max_pixels: 1000 }).unwrap_err();
         assert!(err.to_string().contains("64x64"), "{err}");
+    }
+
+    /// A real baseline JPEG with noisy content (so its scan data holds FF 00 stuffing).
+    fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            image::Rgb([(x * 7) as u8 ^ seed as u8, (y * 5) as u8, (seed >> 8) as u8])
+        });
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        out
+    }
+
+    /// `outer` with an APP1 (EXIF-style) segment holding a whole `thumb` JPEG inserted after SOI.
+    fn with_thumbnail(outer: &[u8], thumb: &[u8]) -> Vec<u8> {
+        let mut payload = b"Exif\0\0".to_vec();
+        payload.extend_from_slice(thumb);
+        let mut out = JPEG_SOI.to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&outer[2..]);
+        out
+    }
+
+    #[test]
+    fn a_whole_jpeg_is_complete_and_trailing_bytes_are_not_part_of_it() {
+        let jpeg = jpeg_bytes(64, 48);
+        assert!(jpeg.windows(2).any(|w| w == [0xFF, 0x00]), "test image should hold stuffed FF bytes");
+        assert_eq!(jpeg_extent(&jpeg), JpegExtent::Complete(jpeg.len()));
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(b"\0\0trailing");
+        assert_eq!(jpeg_extent(&padded), JpegExtent::Complete(jpeg.len()));
+        assert!(decode_image(&padded, Path::new("p.jpg"), ImageLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn every_cut_of_a_jpeg_is_truncated_and_decoding_says_so() {
+        let jpeg = jpeg_bytes(64, 48);
+        for cut in (2..jpeg.len()).step_by(7).chain([jpeg.len() - 1, jpeg.len() - 2]) {
+            assert!(matches!(jpeg_extent(&jpeg[..cut]), JpegExtent::Truncated(_)), "cut at {cut}");
+            let err = decode_image(&jpeg[..cut], Path::new("cut.jpg"), ImageLimits::default()).unwrap_err();
+            assert!(err.to_string().contains("truncated JPEG") && err.to_string().contains("cut.jpg"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_exif_thumbnail_does_not_end_the_image() {
+        let outer = jpeg_bytes(80, 60);
+        let full = with_thumbnail(&outer, &jpeg_bytes(16, 12));
+        assert_eq!(jpeg_extent(&full), JpegExtent::Complete(full.len()));
+        // Cut just after the APP1 segment: the thumbnail's EOI is behind us, the image is not whole.
+        let app1_end = 4 + u16::from_be_bytes([full[4], full[5]]) as usize;
+        for cut in [app1_end - 1, app1_end + 10, full.len() - 100] {
+            assert!(matches!(jpeg_extent(&full[..cut]), JpegExtent::Truncated(_)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn corrupt_jpegs_and_a_second_soi_are_reported() {
+        let jpeg = jpeg_bytes(32, 32);
+        let mut broken = jpeg.clone();
+        broken[2] = 0x12;
+        assert!(matches!(jpeg_extent(&broken), JpegExtent::Corrupt(_)));
+        // A frame cut short and followed by the next one (an MJPEG stream that lost bytes).
+        let mut joined = jpeg[..jpeg.len() / 2].to_vec();
+        joined.extend_from_slice(&jpeg);
+        assert_eq!(jpeg_extent(&joined), JpegExtent::Cut(jpeg.len() / 2));
+        assert!(matches!(jpeg_extent(&[0xFF, 0xD8, 0xFF, 0xD9]), JpegExtent::Corrupt(_)));
+        let err = decode_image(&broken, Path::new("b.jpg"), ImageLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("corrupt JPEG"), "{err}");
+    }
+
+    #[test]
+    fn truncated_pngs_are_decode_errors() {
+        let img = jpeg_bytes(64, 64);
+        let rgb = image::load_from_memory(&img).unwrap();
+        let mut png = Vec::new();
+        rgb.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        // Cuts inside the pixel data (IDAT): never a silently grey image.
+        for cut in [png.len() / 4, png.len() / 2, png.len() * 9 / 10, png.len() - 16] {
+            let err = decode_image(&png[..cut], Path::new("t.png"), ImageLimits::default()).unwrap_err();
+            assert!(matches!(err, ModelsError::Decode { .. }), "cut at {cut}: {err}");
+        }
     }
 
     #[test]

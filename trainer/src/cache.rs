@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use indicatif::ProgressBar;
-use models::{ImageLimits, Preprocessor};
+use models::{ImageLimits, Preprocessing, Preprocessor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -19,14 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::augment::Augment;
 use crate::backbone::BackboneNet;
-use crate::checkpoint::write_atomic;
+use crate::backbone::weights::sha256_hex;
 use crate::data::Sample;
 use crate::error::TrainerError;
 use crate::head::tensor_values;
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -67,7 +63,7 @@ impl FeatureCache {
         }
         let bytes = postcard::to_stdvec(&Entry { shape: shape.to_vec(), values: values.to_vec() })
             .map_err(|e| TrainerError::Cache { path: path.clone(), reason: e.to_string() })?;
-        write_atomic(&path, &bytes)
+        common::write_atomic(&path, &bytes).map_err(TrainerError::io(path))
     }
 }
 
@@ -128,58 +124,102 @@ pub fn extract(
     progress: &ProgressBar,
 ) -> Result<Extracted, TrainerError> {
     let kind = backbone.kind();
-    let spec = kind.preprocessing();
-    let feat_dim = kind.spec().feature_dim;
     let views = views.max(1);
-    let mut out = Extracted { views, feat_dim, ..Default::default() };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-
+    let run = Extraction {
+        backbone,
+        device,
+        views,
+        base,
+        boundary,
+        cache,
+        spec: kind.preprocessing(),
+        feat_dim: kind.spec().feature_dim,
+    };
+    let mut out = Extracted { views, feat_dim: run.feat_dim, ..Default::default() };
     for chunk in samples.chunks(batch.max(1)) {
-        // Read + hash + (if any view is missing from the cache) decode and preprocess, in parallel.
-        let prepared: Vec<Prepared> = std::thread::scope(|s| {
+        let prepared = run.prepare_chunk(chunk);
+        let computed = run.compute_missing(&prepared, &mut out)?;
+        run.collect(prepared, computed, &mut out)?;
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Newly computed (features, activations) per prepared image and view (`None`: cached).
+type Computed = Vec<Vec<Option<(Vec<f32>, Vec<f32>)>>>;
+
+/// The settings of one [`extract`] call.
+struct Extraction<'a> {
+    backbone: &'a BackboneNet,
+    device: &'a Device,
+    views: usize,
+    base: &'a CacheKeyBase,
+    boundary: Option<usize>,
+    cache: &'a FeatureCache,
+    spec: Preprocessing,
+    feat_dim: usize,
+}
+
+impl Extraction<'_> {
+    /// Read + hash + (if any view is missing from the cache) decode and preprocess, in parallel.
+    fn prepare_chunk(&self, chunk: &[Sample]) -> Vec<Prepared> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let (views, base, boundary, cache, spec) = (self.views, self.base, self.boundary, self.cache, self.spec);
+        std::thread::scope(|s| {
             let per = chunk.len().div_ceil(threads);
             let handles: Vec<_> = chunk
                 .chunks(per.max(1))
-                .map(|part| s.spawn(move || part.iter().map(|smp| prepare(smp, views, base, boundary, cache, spec)).collect::<Vec<_>>()))
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter().map(|smp| prepare(smp, views, base, boundary, cache, spec)).collect::<Vec<_>>()
+                    })
+                })
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-        });
+        })
+    }
 
-        // Batch the views that need the backbone.
+    /// Runs the backbone on the views the cache lacks, as one batch, and caches the results.
+    fn compute_missing(&self, prepared: &[Prepared], out: &mut Extracted) -> Result<Computed, TrainerError> {
+        let (views, feat_dim, boundary, spec) = (self.views, self.feat_dim, self.boundary, self.spec);
         let todo: Vec<(usize, usize)> = prepared
             .iter()
             .enumerate()
             .flat_map(|(i, p)| p.inputs.iter().enumerate().filter(|(_, x)| x.is_some()).map(move |(v, _)| (i, v)))
             .collect();
-        let mut computed: Vec<Vec<Option<(Vec<f32>, Vec<f32>)>>> = prepared.iter().map(|_| vec![None; views]).collect();
-        if !todo.is_empty() {
-            let len = spec.tensor_len();
-            let mut input = Vec::with_capacity(todo.len() * len);
-            for &(i, v) in &todo {
-                input.extend_from_slice(prepared[i].inputs[v].as_deref().unwrap_or_default());
-            }
-            let x = Tensor::<4>::from_data(
-                TensorData::new(input, [todo.len(), 3, spec.height as usize, spec.width as usize]),
-                device,
-            );
-            let (feats, acts, act_shape) = run_frozen(backbone, x, boundary);
-            if !act_shape.is_empty() {
-                out.act_shape = act_shape;
-            }
-            let act_len: usize = out.act_shape.iter().product();
-            for (k, &(i, v)) in todo.iter().enumerate() {
-                let f = feats[k * feat_dim..(k + 1) * feat_dim].to_vec();
-                let a = if boundary.is_some() { acts[k * act_len..(k + 1) * act_len].to_vec() } else { Vec::new() };
-                let p = &prepared[i];
-                cache.put(&base.key("features", &p.content, v), &[feat_dim], &f)?;
-                if boundary.is_some() {
-                    cache.put(&base.key(&boundary_tag(boundary), &p.content, v), &out.act_shape, &a)?;
-                }
-                computed[i][v] = Some((f, a));
-                out.computed += 1;
-            }
+        let mut computed: Computed = prepared.iter().map(|_| vec![None; views]).collect();
+        if todo.is_empty() {
+            return Ok(computed);
         }
+        let mut input = Vec::with_capacity(todo.len() * spec.tensor_len());
+        for &(i, v) in &todo {
+            input.extend_from_slice(prepared[i].inputs[v].as_deref().unwrap_or_default());
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(input, [todo.len(), 3, spec.height as usize, spec.width as usize]),
+            self.device,
+        );
+        let (feats, acts, act_shape) = run_frozen(self.backbone, x, boundary);
+        if !act_shape.is_empty() {
+            out.act_shape = act_shape;
+        }
+        let act_len: usize = out.act_shape.iter().product();
+        for (k, &(i, v)) in todo.iter().enumerate() {
+            let f = feats[k * feat_dim..(k + 1) * feat_dim].to_vec();
+            let a = if boundary.is_some() { acts[k * act_len..(k + 1) * act_len].to_vec() } else { Vec::new() };
+            let p = &prepared[i];
+            self.cache.put(&self.base.key("features", &p.content, v), &[feat_dim], &f)?;
+            if boundary.is_some() {
+                self.cache.put(&self.base.key(&boundary_tag(boundary), &p.content, v), &out.act_shape, &a)?;
+            }
+            computed[i][v] = Some((f, a));
+            out.computed += 1;
+        }
+        Ok(computed)
+    }
 
+    /// Appends every kept image's views (cached or just computed) to `out`; lists the skipped.
+    fn collect(&self, prepared: Vec<Prepared>, computed: Computed, out: &mut Extracted) -> Result<(), TrainerError> {
         for (p, fresh) in prepared.into_iter().zip(computed) {
             let Prepared { sample, content, cached, error, .. } = p;
             if let Some(reason) = error {
@@ -194,10 +234,13 @@ pub fn extract(
                     }
                     (None, Some((f, a))) => (f, a, out.act_shape.clone()),
                     (None, None) => {
-                        return Err(TrainerError::Cache { path: sample.path.clone(), reason: format!("view {v} was neither cached nor computed") });
+                        return Err(TrainerError::Cache {
+                            path: sample.path.clone(),
+                            reason: format!("view {v} was neither cached nor computed"),
+                        });
                     }
                 };
-                if boundary.is_some() && out.act_shape.is_empty() {
+                if self.boundary.is_some() && out.act_shape.is_empty() {
                     out.act_shape = shape;
                 }
                 out.features.extend_from_slice(&f);
@@ -206,9 +249,8 @@ pub fn extract(
             out.samples.push(sample);
             out.content.push(content);
         }
-        progress.inc(chunk.len() as u64);
+        Ok(())
     }
-    Ok(out)
 }
 
 fn boundary_tag(boundary: Option<usize>) -> String {
@@ -239,8 +281,21 @@ struct Prepared {
     error: Option<String>,
 }
 
-fn prepare(sample: &Sample, views: usize, base: &CacheKeyBase, boundary: Option<usize>, cache: &FeatureCache, spec: models::Preprocessing) -> Prepared {
-    let mut p = Prepared { sample: sample.clone(), content: String::new(), cached: vec![None; views], inputs: vec![None; views], error: None };
+fn prepare(
+    sample: &Sample,
+    views: usize,
+    base: &CacheKeyBase,
+    boundary: Option<usize>,
+    cache: &FeatureCache,
+    spec: models::Preprocessing,
+) -> Prepared {
+    let mut p = Prepared {
+        sample: sample.clone(),
+        content: String::new(),
+        cached: vec![None; views],
+        inputs: vec![None; views],
+        error: None,
+    };
     let bytes = match std::fs::read(&sample.path) {
         Ok(b) => b,
         Err(e) => {
@@ -288,7 +343,13 @@ fn prepare(sample: &Sample, views: usize, base: &CacheKeyBase, boundary: Option<
 
 /// The normalized input of view `v`: view 0 plain, others augmented with a seed derived from
 /// (run seed, image content, view) so the same view is the same pixels in every run.
-fn view_input(img: &RgbImage, v: usize, base: &CacheKeyBase, content: &str, pre: &mut Preprocessor) -> Result<Vec<f32>, models::ModelsError> {
+fn view_input(
+    img: &RgbImage,
+    v: usize,
+    base: &CacheKeyBase,
+    content: &str,
+    pre: &mut Preprocessor,
+) -> Result<Vec<f32>, models::ModelsError> {
     let resized = if v == 0 || base.augment.is_none() {
         pre.resize_rgb(img)?
     } else {

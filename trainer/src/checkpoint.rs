@@ -1,4 +1,4 @@
-//! Atomic writes, per-epoch checkpoints and the trained model.
+//! Per-epoch checkpoints, module records and the trained model.
 //!
 //! A checkpoint is a folder `RUN_DIR/checkpoints/epoch-NNN/` holding the trainable module
 //! (`model.bpk`: the head in the head phase, backbone + head when fine-tuning), the optimizer
@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor};
+use common::AtomicFile;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::BackboneNet;
@@ -20,44 +21,25 @@ use crate::head::Head;
 use crate::history::EpochRow;
 use crate::run::{BEST_MODEL, RunInfo};
 
-/// Writes `bytes` to `path` through a temporary file in the same folder + rename, so readers
-/// (and a crashed run) see the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
-    let tmp = temp_sibling(path);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainerError::Io { path: path.to_path_buf(), source: e }
-    })
-}
-
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
 fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
     TrainerError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-/// Saves a module's parameters (burnpack) atomically.
+/// Saves a module's parameters (burnpack) atomically: burn writes the temporary file by name,
+/// the commit fsyncs it and renames it over `path`.
 pub fn save_module<M: Module>(module: M, path: &Path) -> Result<(), TrainerError> {
-    let tmp = temp_sibling(path);
-    module.into_record().save(&tmp).map_err(|e| record_err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(TrainerError::io(path))
+    let file = AtomicFile::create(path).map_err(TrainerError::io(path))?;
+    module.into_record().save(file.temp_path()).map_err(|e| record_err(path, e))?;
+    file.commit().map_err(TrainerError::io(path))
 }
 
 /// Loads parameters saved by [`save_module`] into `module` (same structure).
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, TrainerError> {
     let record = ModuleRecord::load(path).map_err(|e| record_err(path, format!("{e}: delete it to start over")))?;
     // `allow_unused`: a backbone record may carry the ImageNet classifier the new model lacks.
-    module.try_load_record(record.allow_unused(true)).map_err(|e| record_err(path, format!("does not fit this model: {e}")))
+    module
+        .try_load_record(record.allow_unused(true))
+        .map_err(|e| record_err(path, format!("does not fit this model: {e}")))
 }
 
 /// The classifier: backbone + new head.
@@ -119,7 +101,12 @@ fn epoch_dir(run_dir: &Path, epoch: usize) -> PathBuf {
 }
 
 /// Writes the checkpoint of `state.epoch` and drops older ones (the latest two are kept).
-pub fn save<M: Module>(run_dir: &Path, module: M, optim: &ModuleOptimizer, state: &CheckpointState) -> Result<PathBuf, TrainerError> {
+pub fn save<M: Module>(
+    run_dir: &Path,
+    module: M,
+    optim: &ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<PathBuf, TrainerError> {
     let dir = checkpoints_dir(run_dir);
     let final_dir = epoch_dir(run_dir, state.epoch);
     let tmp = dir.join(format!(".epoch-{:03}.tmp-{}", state.epoch, std::process::id()));
@@ -128,13 +115,12 @@ pub fn save<M: Module>(run_dir: &Path, module: M, optim: &ModuleOptimizer, state
     save_module(module, &tmp.join(MODEL_FILE))?;
     let opt = tmp.join(OPTIM_FILE);
     optim.to_record().save(&opt).map_err(|e| record_err(&opt, e))?;
-    write_atomic(&tmp.join(STATE_FILE), &serde_json::to_vec_pretty(state).unwrap_or_default())?;
-    // A leftover folder of the same epoch (a crash after the rename, before the history write)
-    // is replaced: the new one is the same epoch recomputed.
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(TrainerError::io(&final_dir))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(TrainerError::io(&final_dir))?;
+    let state_file = tmp.join(STATE_FILE);
+    std::fs::write(&state_file, serde_json::to_vec_pretty(state).unwrap_or_default())
+        .map_err(TrainerError::io(&state_file))?;
+    // fsyncs every file, then renames; a leftover folder of the same epoch (a crash after the
+    // rename, before the history write) is replaced: the new one is the same epoch recomputed.
+    common::fs::commit_dir(&tmp, &final_dir).map_err(TrainerError::io(&final_dir))?;
     for (epoch, old) in list(run_dir)? {
         if epoch + 2 <= state.epoch {
             let _ = std::fs::remove_dir_all(old);
@@ -172,19 +158,4 @@ pub fn load_optimizer(optim: ModuleOptimizer, checkpoint: &Path) -> Result<Modul
     let path = checkpoint.join(OPTIM_FILE);
     let record = OptimizerRecord::load(&path).map_err(|e| record_err(&path, e))?;
     Ok(optim.load_record(record))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.json");
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-    }
 }

@@ -71,10 +71,16 @@ fn class_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<P
 }
 
 /// Reads one `<class>/*` folder: labels (sorted class names) and samples per class.
-fn read_classes(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<(Vec<String>, Vec<Vec<PathBuf>>), TrainerError> {
+fn read_classes(
+    dir: &Path,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<(Vec<String>, Vec<Vec<PathBuf>>), TrainerError> {
     let classes = class_dirs(dir)?;
     if classes.is_empty() {
-        return Err(dataset_err(dir, "has no class folders: expected DIR/<class>/<image> (or DIR/train/<class>/ and DIR/val/<class>/)"));
+        return Err(dataset_err(
+            dir,
+            "has no class folders: expected DIR/<class>/<image> (or DIR/train/<class>/ and DIR/val/<class>/)",
+        ));
     }
     let mut names = Vec::new();
     let mut files = Vec::new();
@@ -116,7 +122,10 @@ fn to_samples(files: Vec<Vec<PathBuf>>) -> Vec<Sample> {
 /// holds the class folders and `val_split` (0..1) of each class is held out, chosen by `seed`.
 pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Result<Splits, TrainerError> {
     if !dir.is_dir() {
-        return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/train/<class>/ and DIR/val/<class>/ (or DIR/<class>/ with --val-split 0.2)"));
+        return Err(dataset_err(
+            dir,
+            "is not a folder: pass --data DIR with DIR/train/<class>/ and DIR/val/<class>/ (or DIR/<class>/ with --val-split 0.2)",
+        ));
     }
     let mut skipped = Vec::new();
     let train_dir = dir.join("train");
@@ -144,13 +153,19 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
             val.extend(class_files(&c, &mut skipped)?.into_iter().map(|path| Sample { path, label }));
         }
         if val.is_empty() {
-            return Err(dataset_err(&val_dir, "has no validation images: fill DIR/val/<class>/ or remove it and use --val-split"));
+            return Err(dataset_err(
+                &val_dir,
+                "has no validation images: fill DIR/val/<class>/ or remove it and use --val-split",
+            ));
         }
         return Ok(Splits { labels, train: to_samples(files), val, skipped });
     }
 
     let Some(frac) = val_split else {
-        return Err(dataset_err(dir, "has no val/ or test/ folder: pass --val-split 0.2 to hold out a part of each class"));
+        return Err(dataset_err(
+            dir,
+            "has no val/ or test/ folder: pass --val-split 0.2 to hold out a part of each class",
+        ));
     };
     if !(frac > 0.0 && frac < 1.0) {
         return Err(TrainerError::InvalidArgument(format!("--val-split {frac} must be between 0 and 1 (e.g. 0.2)")));
@@ -160,7 +175,8 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
     for (label, mut fs) in files.into_iter().enumerate() {
         fs.shuffle(&mut rng);
         // At least one image each side when the class has two or more.
-        let n_val = ((fs.len() as f32 * frac).round() as usize).clamp(usize::from(fs.len() > 1), fs.len().saturating_sub(1));
+        let n_val =
+            ((fs.len() as f32 * frac).round() as usize).clamp(usize::from(fs.len() > 1), fs.len().saturating_sub(1));
         for (i, path) in fs.into_iter().enumerate() {
             let s = Sample { path, label };
             if i < n_val { val.push(s) } else { train.push(s) }
@@ -202,7 +218,10 @@ pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
 
 /// A labelled folder for evaluation: `DIR/val/` or `DIR/test/` if present, else `DIR`; its class
 /// folders must be among `labels` (a run's classes), matched by name.
-pub fn open_labelled_folder(dir: &Path, labels: &Labels) -> Result<(Vec<Sample>, Vec<(PathBuf, String)>), TrainerError> {
+pub fn open_labelled_folder(
+    dir: &Path,
+    labels: &Labels,
+) -> Result<(Vec<Sample>, Vec<(PathBuf, String)>), TrainerError> {
     if !dir.is_dir() {
         return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/<class>/ (or DIR/val/<class>/)"));
     }

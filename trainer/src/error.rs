@@ -25,10 +25,14 @@ pub enum TrainerError {
     )]
     WeightsDownload { file: String, url: String, reason: String },
 
-    #[error("weights file {path} has sha256 {actual}, expected {expected}: the file is corrupt or a different model; delete it and fetch it again")]
+    #[error(
+        "weights file {path} has sha256 {actual}, expected {expected}: the file is corrupt or a different model; delete it and fetch it again"
+    )]
     WeightsChecksum { path: PathBuf, expected: String, actual: String },
 
-    #[error("weights file {path} does not fit {backbone}: tensor '{tensor}' has shape {found:?}, the model needs {expected:?}")]
+    #[error(
+        "weights file {path} does not fit {backbone}: tensor '{tensor}' has shape {found:?}, the model needs {expected:?}"
+    )]
     WeightsShape { path: PathBuf, backbone: String, tensor: String, expected: Vec<usize>, found: Vec<usize> },
 
     #[error("weights file {path} does not fit {backbone}: tensor '{tensor}' is missing{hint}")]

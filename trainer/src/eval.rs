@@ -11,21 +11,16 @@ use crate::metrics::Metrics;
 use crate::predict::classify_files;
 use crate::run::DeviceKind;
 
-/// Evaluate a trained run on a labelled image folder.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalArgs {
+/// What `trainer eval` evaluates (see `trainer eval --help`).
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
     /// The `trainer fit --out` folder.
-    #[arg(long)]
     pub run: PathBuf,
     /// DIR/val/<class>/ or DIR/test/<class>/, else DIR/<class>/.
-    #[arg(long)]
     pub data: PathBuf,
     /// Also write the metrics as JSON to this file.
-    #[arg(long)]
     pub json: Option<PathBuf>,
-    #[arg(long)]
     pub limit_per_class: Option<usize>,
-    #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
 
@@ -34,7 +29,7 @@ pub struct EvalReport {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-pub fn run(args: &EvalArgs) -> Result<EvalReport, TrainerError> {
+pub fn run(args: &EvalOptions) -> Result<EvalReport, TrainerError> {
     let device = args.device.device();
     let (model, info) = load_best(&args.run, &device)?;
     let (samples, mut skipped) = crate::data::open_labelled_folder(&args.data, &info.labels)?;
@@ -47,9 +42,9 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport, TrainerError> {
     let (mut truth, mut predicted) = (Vec::new(), Vec::new());
     for (Sample { path, label }, r) in samples.into_iter().zip(results) {
         match r {
-            Ok(probs) => {
+            Ok(c) => {
                 truth.push(label);
-                predicted.push(edge_runtime::top_k(&probs, 1).first().map_or(0, |t| t.0));
+                predicted.push(common::argmax(&c.probs));
             }
             Err(e) => skipped.push((path, e)),
         }

@@ -22,7 +22,10 @@ impl Head {
         if !(0.0..1.0).contains(&dropout) {
             return Err(TrainerError::InvalidArgument(format!("--dropout {dropout} must be in [0, 1), e.g. 0.2")));
         }
-        Ok(Head { dropout: DropoutConfig::new(dropout).init(), linear: LinearConfig::new(features, classes).init(device) })
+        Ok(Head {
+            dropout: DropoutConfig::new(dropout).init(),
+            linear: LinearConfig::new(features, classes).init(device),
+        })
     }
 
     pub fn classes(&self) -> usize {

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::TrainerError;
 
 /// `head`: frozen backbone, new head; `fine-tune`: the top layers unfrozen too.
@@ -42,15 +41,10 @@ pub fn to_csv(rows: &[EpochRow]) -> String {
 
 /// Writes `RUN_DIR/history.csv` and `RUN_DIR/history.json`.
 pub fn write(run_dir: &Path, rows: &[EpochRow]) -> Result<(), TrainerError> {
-    write_atomic(&run_dir.join("history.csv"), to_csv(rows).as_bytes())?;
-    let json = serde_json::to_vec_pretty(rows).unwrap_or_default();
-    write_atomic(&run_dir.join("history.json"), &json)
-}
-
-pub fn read(run_dir: &Path) -> Result<Vec<EpochRow>, TrainerError> {
-    let path = run_dir.join("history.json");
-    let text = std::fs::read_to_string(&path).map_err(TrainerError::io(&path))?;
-    serde_json::from_str(&text).map_err(|e| TrainerError::Run { path, reason: format!("bad history: {e}") })
+    let csv = run_dir.join("history.csv");
+    common::write_atomic(&csv, to_csv(rows).as_bytes()).map_err(TrainerError::io(csv))?;
+    let json = run_dir.join("history.json");
+    common::write_atomic(&json, &serde_json::to_vec_pretty(rows).unwrap_or_default()).map_err(TrainerError::io(json))
 }
 
 #[cfg(test)]
@@ -73,7 +67,8 @@ mod tests {
         };
         let rows = vec![row(1), row(2)];
         write(d.path(), &rows).unwrap();
-        assert_eq!(read(d.path()).unwrap(), rows);
+        let json = std::fs::read_to_string(d.path().join("history.json")).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<EpochRow>>(&json).unwrap(), rows);
         let csv = std::fs::read_to_string(d.path().join("history.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3);
         assert!(csv.lines().nth(2).unwrap().starts_with("2,head,0.5"));

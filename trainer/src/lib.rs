@@ -1,6 +1,6 @@
 //! perch's trainer: transfer learning with burn (frozen ImageNet backbone, cached features,
 //! new head, optional fine-tuning of the top layers) and ONNX export. The `trainer` binary is
-//! a thin clap layer over this library.
+//! a thin clap layer (`src/cli.rs`) over this library, which takes plain option structs.
 
 pub mod augment;
 pub mod backbone;

@@ -6,7 +6,6 @@ use std::path::Path;
 use models::Labels;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::TrainerError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +64,7 @@ impl Metrics {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), TrainerError> {
-        write_atomic(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
+        common::write_atomic(path, &serde_json::to_vec_pretty(self).unwrap_or_default()).map_err(TrainerError::io(path))
     }
 }
 

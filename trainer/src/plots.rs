@@ -5,11 +5,11 @@
 use std::io::Cursor;
 use std::path::Path;
 
+use common::plot::FAMILY;
 use image::{ImageFormat, RgbImage};
 use models::{ImageLimits, Labels};
 use plotters::prelude::*;
 
-use crate::checkpoint::write_atomic;
 use crate::data::Sample;
 use crate::error::TrainerError;
 use crate::history::{EpochRow, PHASE_FINE_TUNE};
@@ -22,8 +22,12 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
 }
 
 /// Draws into a `w`x`h` white canvas with `draw`, then writes the PNG to `path`.
-fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&Canvas) -> Result<(), String>) -> Result<(), TrainerError> {
-    edge_runtime::report::register_plot_font().map_err(|e| plot_err(path, e))?;
+fn render(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&Canvas) -> Result<(), String>,
+) -> Result<(), TrainerError> {
+    common::plot::register_font().map_err(|e| plot_err(path, e))?;
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
@@ -33,7 +37,7 @@ fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&Canvas) -> Result<
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "buffer size"))?;
     let mut png = Vec::new();
     img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).map_err(|e| plot_err(path, e))?;
-    write_atomic(path, &png)
+    common::write_atomic(path, &png).map_err(TrainerError::io(path))
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {
@@ -50,22 +54,22 @@ pub fn curves(path: &Path, history: &[EpochRow]) -> Result<(), TrainerError> {
         let specs: [(&str, Pick); 2] =
             [("loss", |r| (r.train_loss, r.val_loss)), ("accuracy", |r| (r.train_acc, r.val_acc))];
         for (panel, (name, pick)) in panels.iter().zip(specs) {
-            let vals: Vec<f64> = history.iter().flat_map(|r| [pick(r).0, pick(r).1]).filter(|v| v.is_finite()).collect();
+            let vals: Vec<f64> =
+                history.iter().flat_map(|r| [pick(r).0, pick(r).1]).filter(|v| v.is_finite()).collect();
             let (lo, hi) = vals.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-            let (lo, hi) = if vals.is_empty() { (0.0, 1.0) } else { (lo - 0.05 * (hi - lo + 1e-3), hi + 0.05 * (hi - lo + 1e-3)) };
+            let (lo, hi) =
+                if vals.is_empty() { (0.0, 1.0) } else { (lo - 0.05 * (hi - lo + 1e-3), hi + 0.05 * (hi - lo + 1e-3)) };
             let mut chart = ChartBuilder::on(panel)
-                .caption(name, ("sans-serif", 22))
+                .caption(name, (FAMILY, 22))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
                 .build_cartesian_2d(0.5..last + 0.5, lo..hi)
                 .map_err(s)?;
-            chart.configure_mesh().x_desc("epoch").label_style(("sans-serif", 13)).draw().map_err(s)?;
+            chart.configure_mesh().x_desc("epoch").label_style((FAMILY, 13)).draw().map_err(s)?;
             for (series, color, idx) in [("train", BLUE, 0), ("val", RED, 1)] {
-                let pts: Vec<(f64, f64)> = history
-                    .iter()
-                    .map(|r| (r.epoch as f64, if idx == 0 { pick(r).0 } else { pick(r).1 }))
-                    .collect();
+                let pts: Vec<(f64, f64)> =
+                    history.iter().map(|r| (r.epoch as f64, if idx == 0 { pick(r).0 } else { pick(r).1 })).collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                     .map_err(s)?
@@ -84,7 +88,7 @@ pub fn curves(path: &Path, history: &[EpochRow]) -> Result<(), TrainerError> {
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .label_font(("sans-serif", 13))
+                .label_font((FAMILY, 13))
                 .draw()
                 .map_err(s)?;
         }
@@ -100,7 +104,7 @@ pub fn confusion(path: &Path, m: &Metrics) -> Result<(), TrainerError> {
     let (w, h) = (label_w + cell * k as u32 + 40, label_w + cell * k as u32 + 70);
     let max = m.confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
     render(path, (w, h), |root| {
-        root.draw(&Text::new("confusion matrix (rows: true, columns: predicted)", (10, 8), ("sans-serif", 16))).map_err(s)?;
+        root.draw(&Text::new("confusion matrix (rows: true, columns: predicted)", (10, 8), (FAMILY, 16))).map_err(s)?;
         let (x0, y0) = (label_w as i32, (label_w + 30) as i32);
         for (t, row) in m.confusion.iter().enumerate() {
             for (p, &n) in row.iter().enumerate() {
@@ -111,13 +115,14 @@ pub fn confusion(path: &Path, m: &Metrics) -> Result<(), TrainerError> {
                 root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], color.filled())).map_err(s)?;
                 root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], BLACK.mix(0.3))).map_err(s)?;
                 let fs = (cell as f64 * 0.35).clamp(10.0, 28.0);
-                root.draw(&Text::new(n.to_string(), (x + cell as i32 / 3, y + cell as i32 / 3), ("sans-serif", fs))).map_err(s)?;
+                root.draw(&Text::new(n.to_string(), (x + cell as i32 / 3, y + cell as i32 / 3), (FAMILY, fs)))
+                    .map_err(s)?;
             }
         }
         for (i, l) in m.labels.iter().enumerate() {
             let c = i as i32 * cell as i32 + cell as i32 / 2;
-            root.draw(&Text::new(l.clone(), (4, y0 + c - 7), ("sans-serif", 13))).map_err(s)?;
-            let style = TextStyle::from(("sans-serif", 13).into_font()).transform(FontTransform::Rotate270);
+            root.draw(&Text::new(l.clone(), (4, y0 + c - 7), (FAMILY, 13))).map_err(s)?;
+            let style = TextStyle::from((FAMILY, 13).into_font()).transform(FontTransform::Rotate270);
             root.draw(&Text::new(l.clone(), (x0 + c - 7, y0 - 6), style)).map_err(s)?;
         }
         Ok(())
@@ -145,8 +150,12 @@ pub fn predictions(path: &Path, samples: &[Sample], predicted: &[usize], labels:
         .collect();
     render(path, (w, h), |root| {
         let wrong = order.iter().filter(|&&i| predicted[i] != samples[i].label).count();
-        root.draw(&Text::new(format!("validation predictions: predicted (true); {wrong} wrong shown first, red"), (10, 10), ("sans-serif", 16)))
-            .map_err(s)?;
+        root.draw(&Text::new(
+            format!("validation predictions: predicted (true); {wrong} wrong shown first, red"),
+            (10, 10),
+            (FAMILY, 16),
+        ))
+        .map_err(s)?;
         for (slot, (&i, thumb)) in order.iter().zip(&thumbs).enumerate() {
             let (cx, cy) = ((slot as u32 % COLS) * (THUMB + 10) + 10, (slot as u32 / COLS) * (THUMB + 40) + 36);
             if let Some(t) = thumb {
@@ -155,14 +164,22 @@ pub fn predictions(path: &Path, samples: &[Sample], predicted: &[usize], labels:
             let ok = predicted[i] == samples[i].label;
             let color = if ok { GREEN.mix(0.9) } else { RED.mix(1.0) };
             let (x, y, e) = (cx as i32, cy as i32, THUMB as i32);
-            root.draw(&Rectangle::new([(x - 2, y - 2), (x + e + 2, y + e + 2)], color.stroke_width(if ok { 2 } else { 4 }))).map_err(s)?;
+            root.draw(&Rectangle::new(
+                [(x - 2, y - 2), (x + e + 2, y + e + 2)],
+                color.stroke_width(if ok { 2 } else { 4 }),
+            ))
+            .map_err(s)?;
             let caption = if ok {
                 labels.get(predicted[i]).to_string()
             } else {
                 format!("{} ({})", labels.get(predicted[i]), labels.get(samples[i].label))
             };
-            root.draw(&Text::new(caption, (x, y + e + 6), ("sans-serif", 14).into_font().color(&if ok { BLACK } else { RED })))
-                .map_err(s)?;
+            root.draw(&Text::new(
+                caption,
+                (x, y + e + 6),
+                (FAMILY, 14).into_font().color(&if ok { BLACK } else { RED }),
+            ))
+            .map_err(s)?;
         }
         Ok(())
     })

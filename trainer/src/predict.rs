@@ -2,82 +2,95 @@
 //! files, through the same preprocessing the runtime uses. Also the batch inference behind
 //! `trainer eval`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use models::{ImageLimits, Preprocessor};
-use serde::Serialize;
+use models::{ImageLimits, ImageRecord, Preprocessor};
 
 use crate::checkpoint::{TrainedModel, load_best};
 use crate::error::TrainerError;
 use crate::head::tensor_values;
 use crate::run::{DeviceKind, RunInfo};
 
-/// Classify images with a trained run's best model.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PredictArgs {
+/// What `trainer predict` classifies (see `trainer predict --help`).
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
     /// The `trainer fit --out` folder.
-    #[arg(long)]
     pub run: PathBuf,
     /// Image files.
-    #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Classes shown per image.
-    #[arg(long, default_value_t = 3)]
+    /// Classes shown per image (at least 1).
     pub top_k: usize,
-    /// One JSON object per line instead of text.
-    #[arg(long)]
+    /// One JSON object per line ([`ImageRecord`], as `edge-runtime classify --json`) instead of text.
     pub json: bool,
-    #[arg(long, value_enum, default_value_t)]
     pub device: DeviceKind,
 }
 
-/// Softmax probabilities per file, or why the file could not be classified.
-pub fn classify_files(model: &TrainedModel, info: &RunInfo, paths: &[PathBuf], batch: usize, device: &Device) -> Vec<Result<Vec<f32>, String>> {
+/// One classified file.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// Softmax probabilities, one per label.
+    pub probs: Vec<f32>,
+    /// This image's share of its batch's decode + preprocessing + inference + softmax time.
+    pub latency_ms: f64,
+}
+
+/// Softmax probabilities per file, or why the file could not be classified. Files run in
+/// batches of `batch`; each classified file is charged an equal share of its batch's time.
+pub fn classify_files(
+    model: &TrainedModel,
+    info: &RunInfo,
+    paths: &[PathBuf],
+    batch: usize,
+    device: &Device,
+) -> Vec<Result<Classified, String>> {
     let spec = info.preprocessing;
     let mut pre = Preprocessor::new(spec);
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(batch.max(1)) {
+        let start = Instant::now();
         let inputs: Vec<Result<Vec<f32>, String>> =
             chunk.iter().map(|p| pre.tensor_from_file(p, ImageLimits::default()).map_err(|e| e.to_string())).collect();
         let ok: Vec<&Vec<f32>> = inputs.iter().filter_map(|r| r.as_ref().ok()).collect();
         let mut probs = Vec::new().into_iter();
         if !ok.is_empty() {
             let data: Vec<f32> = ok.iter().flat_map(|v| v.iter().copied()).collect();
-            let x = Tensor::<4>::from_data(TensorData::new(data, [ok.len(), 3, spec.height as usize, spec.width as usize]), device);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(data, [ok.len(), 3, spec.height as usize, spec.width as usize]),
+                device,
+            );
             let logits = tensor_values(model.logits(x));
             let k = info.labels.len();
-            probs = logits.chunks_exact(k).map(edge_runtime::softmax).collect::<Vec<_>>().into_iter();
+            probs = logits.chunks_exact(k).map(common::softmax).collect::<Vec<_>>().into_iter();
         }
+        let latency_ms = start.elapsed().as_secs_f64() * 1000.0 / ok.len().max(1) as f64;
         for r in inputs {
-            out.push(r.map(|_| probs.next().unwrap_or_default()));
+            out.push(r.map(|_| Classified { probs: probs.next().unwrap_or_default(), latency_ms }));
         }
     }
     out
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    image: &'a Path,
-    top: Vec<(String, f32)>,
-}
-
 /// Prints predictions; returns how many images failed (unreadable/undecodable).
-pub fn run(args: &PredictArgs) -> Result<usize, TrainerError> {
-    let device = args.device.device();
-    let (model, info) = load_best(&args.run, &device)?;
-    let results = classify_files(&model, &info, &args.images, 16, &device);
+pub fn run(opts: &PredictOptions) -> Result<usize, TrainerError> {
+    let device = opts.device.device();
+    let (model, info) = load_best(&opts.run, &device)?;
+    let results = classify_files(&model, &info, &opts.images, 16, &device);
     let mut failed = 0;
-    for (path, r) in args.images.iter().zip(results) {
+    for (path, r) in opts.images.iter().zip(results) {
         match r {
-            Ok(probs) => {
-                let top: Vec<(String, f32)> =
-                    edge_runtime::top_k(&probs, args.top_k.max(1)).into_iter().map(|(i, p)| (info.labels.get(i).to_string(), p)).collect();
-                if args.json {
-                    println!("{}", serde_json::to_string(&Line { image: path, top }).unwrap_or_default());
+            Ok(c) => {
+                let record = ImageRecord {
+                    path: path.display().to_string(),
+                    top: info.labels.top_k(&c.probs, opts.top_k),
+                    latency_ms: c.latency_ms,
+                };
+                if opts.json {
+                    println!("{}", serde_json::to_string(&record).unwrap_or_default());
                 } else {
-                    let text: Vec<String> = top.iter().map(|(l, p)| format!("{l} {p:.3}")).collect();
-                    println!("{}\t{}", path.display(), text.join("  "));
+                    let text: Vec<String> = record.top.iter().map(|p| format!("{} {:.3}", p.label, p.score)).collect();
+                    println!("{}\t{}", record.path, text.join("  "));
                 }
             }
             Err(e) => {

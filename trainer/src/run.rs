@@ -8,7 +8,6 @@ use burn::tensor::Device;
 use models::{Backbone, Labels, Preprocessing};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::TrainerError;
 
 pub use crate::checkpoint::{TrainedModel, load_best};
@@ -20,7 +19,7 @@ pub struct FitConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    pub optimizer: String,
+    pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub label_smoothing: f32,
     pub dropout: f64,
@@ -71,12 +70,38 @@ impl RunInfo {
 
     pub fn write(&self, run_dir: &Path) -> Result<(), TrainerError> {
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_atomic(&run_dir.join(RUN_JSON), &json)
+        let path = run_dir.join(RUN_JSON);
+        common::write_atomic(&path, &json).map_err(TrainerError::io(path))
+    }
+}
+
+/// `--optimizer`: stored in run.json as `"adam"` or `"sgd"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    /// SGD with momentum (`FitConfig::momentum`).
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// The compute device: `flex` (pure-Rust CPU, default) or `cuda` (builds with `--features cuda`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceKind {
     #[default]
     Flex,
@@ -91,5 +116,34 @@ impl DeviceKind {
             #[cfg(feature = "cuda")]
             DeviceKind::Cuda => Device::cuda(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimizer_keeps_its_run_json_spelling() {
+        let config = FitConfig {
+            epochs: 1,
+            batch_size: 8,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            label_smoothing: 0.1,
+            dropout: 0.2,
+            augment: Vec::new(),
+            augment_views: 1,
+            fine_tune_layers: 0,
+            fine_tune_epochs: 0,
+            fine_tune_lr_factor: 0.1,
+        };
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains("\"optimizer\":\"sgd\""), "{json}");
+        // A run.json written when the optimizer was a free string still loads.
+        let old = json.replace("\"sgd\"", "\"adam\"");
+        assert_eq!(serde_json::from_str::<FitConfig>(&old).unwrap().optimizer, OptimizerKind::Adam);
+        assert_eq!(serde_json::from_str::<FitConfig>(&json).unwrap(), config);
     }
 }

@@ -193,20 +193,7 @@ impl ConvNormAct {
 /// Makes the last op of a layer write `name`, so layers chain by their logical names.
 pub(crate) fn rename_last_output(ops: &mut [Op], name: &str) {
     if let Some(op) = ops.last_mut() {
-        let out = match op {
-            Op::Conv { output, .. }
-            | Op::BatchNorm { output, .. }
-            | Op::Relu6 { output, .. }
-            | Op::Relu { output, .. }
-            | Op::Sigmoid { output, .. }
-            | Op::Swish { output, .. }
-            | Op::Add { output, .. }
-            | Op::Mul { output, .. }
-            | Op::GlobalAveragePool { output, .. }
-            | Op::Flatten { output, .. }
-            | Op::Gemm { output, .. } => output,
-        };
-        *out = name.to_string();
+        op.set_output(name);
     }
 }
 

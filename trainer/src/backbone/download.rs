@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use models::Backbone;
 
-use super::weights::{sha256_hex, write_atomic};
+use super::weights::sha256_hex;
 use crate::error::TrainerError;
 
 /// Environment variable naming a weights directory (same as `--weights-dir`).
@@ -129,7 +129,7 @@ fn download(url: &str, path: &Path, expected_sha256: &str, file: &str) -> Result
     if actual != expected_sha256 {
         return Err(fail(format!("downloaded file has sha256 {actual}, expected {expected_sha256}")));
     }
-    write_atomic(path, &bytes)
+    common::write_atomic(path, &bytes).map_err(TrainerError::io(path))
 }
 
 #[cfg(test)]

@@ -46,10 +46,7 @@ mod tests {
     #[test]
     fn table_matches_provenance_hidden_channels_and_residuals() {
         let hidden: Vec<usize> = BLOCKS.iter().map(BlockSpec::hidden).collect();
-        assert_eq!(
-            hidden,
-            [32, 96, 144, 144, 192, 192, 192, 384, 384, 384, 384, 576, 576, 576, 960, 960, 960]
-        );
+        assert_eq!(hidden, [32, 96, 144, 144, 192, 192, 192, 384, 384, 384, 384, 576, 576, 576, 960, 960, 960]);
         assert_eq!(BLOCKS.iter().filter(|b| b.residual()).count(), 10);
         assert!(BLOCKS.windows(2).all(|w| w[0].out_ch == w[1].in_ch));
     }

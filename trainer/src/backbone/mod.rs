@@ -29,7 +29,7 @@ use arch::Arch;
 use conv_norm::{ConvNormAct, ConvSpec, same_out};
 use mbconv::MBConv;
 
-pub use download::{WeightsSource, DEFAULT_WEIGHTS_URL, WEIGHTS_DIR_ENV, WEIGHTS_URL_ENV};
+pub use download::{DEFAULT_WEIGHTS_URL, WEIGHTS_DIR_ENV, WEIGHTS_URL_ENV, WeightsSource};
 
 /// `--help` text for where efficientnet-b0 weights come from.
 pub const B0_WEIGHTS_HELP: &str = "efficientnet-b0 has no ImageNet weights shipped with perch: put your own float32 \
@@ -97,8 +97,9 @@ impl BackboneNet {
     }
 
     /// Writes the backbone (and its ImageNet classifier, if any) as safetensors in the
-    /// family's naming, readable by [`BackboneNet::load_file`].
-    pub fn save_weights(&self, file: &Path) -> Result<(), TrainerError> {
+    /// family's naming, readable by [`BackboneNet::load_file`] (tests make weights files with it).
+    #[cfg(test)]
+    pub(crate) fn save_weights(&self, file: &Path) -> Result<(), TrainerError> {
         weights::save(self, file)
     }
 
@@ -185,16 +186,10 @@ impl BackboneNet {
         }
     }
 
-    /// Graph ops of `stages` reading tensor `input`, at the backbone's input size
-    /// (`models::Backbone::spec().input_size`; TF "SAME" pads depend on it). Returns the ops
-    /// and the name of the output tensor (`input` for an empty range).
-    pub fn export_ops(&self, stages: Range<usize>, input: &str) -> (Vec<Op>, String) {
-        let size = self.kind.spec().input_size as usize;
-        self.export_ops_at(stages, input, [size, size])
-    }
-
-    /// [`BackboneNet::export_ops`] for an explicit network input size `hw`.
-    pub fn export_ops_at(&self, stages: Range<usize>, input: &str, hw: [usize; 2]) -> (Vec<Op>, String) {
+    /// Graph ops of `stages` reading tensor `input`, for a network input of size `hw` (TF
+    /// "SAME" pads depend on it). Returns the ops and the name of the output tensor (`input`
+    /// for an empty range).
+    pub fn export_ops(&self, stages: Range<usize>, input: &str, hw: [usize; 2]) -> (Vec<Op>, String) {
         let n = self.num_stages();
         let arch = Arch::of(self.kind);
         let stages = stages.start.min(n)..stages.end.min(n);

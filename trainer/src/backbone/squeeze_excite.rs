@@ -18,7 +18,8 @@ pub struct SqueezeExcite {
 
 impl SqueezeExcite {
     pub fn init(channels: usize, squeezed: usize, act: Activation, device: &Device) -> Self {
-        let spec = |in_ch, out_ch, act| ConvSpec { in_ch, out_ch, kernel: 1, stride: 1, groups: 1, norm: Norm::Folded, act };
+        let spec =
+            |in_ch, out_ch, act| ConvSpec { in_ch, out_ch, kernel: 1, stride: 1, groups: 1, norm: Norm::Folded, act };
         SqueezeExcite {
             reduce: spec(channels, squeezed, act).init(device),
             expand: spec(squeezed, channels, Activation::Sigmoid).init(device),

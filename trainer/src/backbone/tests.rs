@@ -63,7 +63,7 @@ fn export_ops_cover_every_stage_with_unique_chained_names() {
     let device = Device::flex();
     for kind in Backbone::ALL {
         let net = BackboneNet::new(kind, &device);
-        let (ops, output) = net.export_ops(0..net.num_stages(), "input");
+        let (ops, output) = net.export_ops(0..net.num_stages(), "input", [224, 224]);
         assert_eq!(output, "head");
         let counts = op_counts(&ops);
         let convs = expected_convs(kind);
@@ -97,7 +97,9 @@ fn export_ops_cover_every_stage_with_unique_chained_names() {
         }
         // Conv weights are OIHW with the table's strides and TF-SAME pads at 224.
         let stem = ops.iter().find_map(|op| match op {
-            Op::Conv { name, weight, stride, pads, .. } if name == "stem" => Some((weight.shape.clone(), *stride, *pads)),
+            Op::Conv { name, weight, stride, pads, .. } if name == "stem" => {
+                Some((weight.shape.clone(), *stride, *pads))
+            }
             _ => None,
         });
         assert_eq!(stem, Some((vec![32, 3, 3, 3], [2, 2], [0, 0, 1, 1])));
@@ -109,7 +111,7 @@ fn export_of_top_stages_starts_at_the_right_resolution() {
     let device = Device::flex();
     let net = BackboneNet::new(Backbone::EfficientNetLite0, &device);
     // Stage 12 is block 11: 5x5 stride 2 on 14x14 (PROVENANCE.md pads 1,1,2,2).
-    let (ops, output) = net.export_ops(12..18, "cached");
+    let (ops, output) = net.export_ops(12..18, "cached", [224, 224]);
     assert_eq!(output, "head");
     assert_eq!(ops[0].inputs(), vec!["cached"]);
     let pads = ops.iter().find_map(|op| match op {
@@ -117,7 +119,7 @@ fn export_of_top_stages_starts_at_the_right_resolution() {
         _ => None,
     });
     assert_eq!(pads, Some([1, 1, 2, 2]));
-    let (none, same) = net.export_ops(3..3, "x");
+    let (none, same) = net.export_ops(3..3, "x", [224, 224]);
     assert!(none.is_empty());
     assert_eq!(same, "x");
 }
@@ -210,10 +212,8 @@ fn write_edited(kind: Backbone, path: &std::path::Path, edit: &str, replacement:
             raw.remove(edit);
         }
     }
-    let views: Vec<(String, TensorView)> = raw
-        .iter()
-        .map(|(n, (s, d))| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        raw.iter().map(|(n, (s, d))| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 

@@ -13,7 +13,7 @@
 //! Layouts: conv OIHW (burn's `Conv2d` layout too), classifier PyTorch Linear [out, in]
 //! (burn stores [in, out]: transposed on load and on save).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Param, RunningState};
 use burn::nn::{BatchNorm, Linear, LinearConfig};
@@ -23,7 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use super::BackboneNet;
-use super::conv_norm::{ConvNormAct, to_vec};
+use super::conv_norm::ConvNormAct;
 use crate::error::TrainerError;
 
 /// Logical leaf name -> (conv tensor prefix, BN tensor prefix) in the efficientnet_pytorch
@@ -62,11 +62,8 @@ pub fn tensor_prefixes(kind: Backbone, logical: &str) -> (String, String) {
             (&EFFICIENTNET_NAMES, block.map(|b| format!("_{b}.")).unwrap_or_default())
         }
     };
-    let (conv, bn) = table
-        .iter()
-        .find(|(name, _, _)| *name == leaf)
-        .map(|(_, conv, bn)| (*conv, *bn))
-        .unwrap_or((leaf, ""));
+    let (conv, bn) =
+        table.iter().find(|(name, _, _)| *name == leaf).map(|(_, conv, bn)| (*conv, *bn)).unwrap_or((leaf, ""));
     let bn = if bn.is_empty() { String::new() } else { format!("{block_prefix}{bn}") };
     (format!("{block_prefix}{conv}"), bn)
 }
@@ -132,7 +129,10 @@ impl Reader<'_> {
         if view.dtype() != Dtype::F32 {
             return Err(TrainerError::WeightsFormat {
                 path: self.path.to_path_buf(),
-                reason: format!("tensor '{name}' is {:?}; perch reads float32 weights (convert the file to F32)", view.dtype()),
+                reason: format!(
+                    "tensor '{name}' is {:?}; perch reads float32 weights (convert the file to F32)",
+                    view.dtype()
+                ),
             });
         }
         let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -223,7 +223,9 @@ pub(crate) fn load_into(net: &mut BackboneNet, path: &Path, device: &Device) -> 
 }
 
 /// Writes `net` as safetensors in its family's naming (the format `load_into` reads), atomically.
+#[cfg(test)]
 pub(crate) fn save(net: &BackboneNet, path: &Path) -> Result<(), TrainerError> {
+    use super::conv_norm::to_vec;
     let kind = net.kind();
     let entry = |name: String, t: Tensor<1>| (name, t.dims().to_vec(), to_vec(t));
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
@@ -262,24 +264,7 @@ pub(crate) fn save(net: &BackboneNet, path: &Path) -> Result<(), TrainerError> {
         .collect::<Result<Vec<_>, _>>()
         .and_then(|views| safetensors::serialize(views, None))
         .map_err(|e| TrainerError::WeightsFormat { path: path.to_path_buf(), reason: e.to_string() })?;
-    write_atomic(path, &views)
-}
-
-/// Writes `bytes` to a temp file beside `path`, then renames it over `path`: a crash never
-/// leaves a half-written weights file where a reader would pick it up.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
-    let tmp = temp_path(path);
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainerError::Io { path: path.to_path_buf(), source }
-    })
-}
-
-/// `dir/.name.tmp-PID` beside `path`.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    common::write_atomic(path, &views).map_err(TrainerError::io(path))
 }
 
 #[cfg(test)]

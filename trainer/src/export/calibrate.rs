@@ -10,30 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use models::manifest::CalibrationMethod;
 use tract_onnx::prelude::*;
 
 use super::onnx::QuantPlan;
 use super::quantize::ActQuant;
 use crate::error::TrainerError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CalibrationMethod {
-    Minmax,
-    #[default]
-    Percentile,
-    Entropy,
-}
-
-impl CalibrationMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            CalibrationMethod::Minmax => "minmax",
-            CalibrationMethod::Percentile => "percentile",
-            CalibrationMethod::Entropy => "entropy",
-        }
-    }
-}
 
 /// Percentile of |x| kept by the percentile method.
 pub const PERCENTILE: f64 = 99.99;
@@ -246,7 +228,8 @@ mod tests {
 
     /// A bell-shaped sample with a few far outliers, like a real activation.
     fn with_outliers() -> Vec<f32> {
-        let mut v: Vec<f32> = (0..100_000).map(|i| ((i % 1000) as f32 / 1000.0 - 0.5) * ((i % 7) as f32 / 7.0)).collect();
+        let mut v: Vec<f32> =
+            (0..100_000).map(|i| ((i % 1000) as f32 / 1000.0 - 0.5) * ((i % 7) as f32 / 7.0)).collect();
         v.extend([40.0, -35.0]);
         v
     }

@@ -8,70 +8,45 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use common::AtomicFile;
 use edge_runtime::int8::Int8Mode;
 use edge_runtime::model::{Classifier, LoadOptions};
-use models::manifest::{Calibration, InputSpec, Precision, PrecisionSpec, Provenance};
+use models::manifest::{Calibration, CalibrationMethod, InputSpec, Precision, PrecisionSpec, Provenance};
 use models::{ImageLimits, Manifest, Preprocessor};
 use rand::{SeedableRng, seq::SliceRandom};
 
-use super::calibrate::{CalibrationMethod, calibrate};
+use super::calibrate::calibrate;
 use super::graph::{Graph, Op};
-use super::onnx::{QuantCounts, WriteOptions, to_onnx_bytes};
+use super::onnx::{WriteOptions, to_onnx_bytes};
 use super::quantize::quantized_tensors;
 use crate::checkpoint::{TrainedModel, load_best};
 use crate::data::{Sample, splits_for_run};
 use crate::error::TrainerError;
 use crate::run::RunInfo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--precision`: what the exported file computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportPrecision {
     Fp32,
     Int8,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ExportArgs {
+/// What `trainer export` does (the binary's flags, see `trainer export --help`).
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
     /// Run folder written by `trainer fit --out` (run.json + best.bpk).
-    #[arg(long)]
     pub run: PathBuf,
     /// The ONNX file to write.
-    #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = ExportPrecision::Fp32)]
     pub precision: ExportPrecision,
     /// Training images used to calibrate int8 activation ranges.
-    #[arg(long, default_value_t = 200)]
     pub calibration_images: usize,
-    /// How activation ranges are chosen. percentile (default) clips the rare outliers that
-    /// minmax keeps: on hymenoptera/mobilenetv2 it halved minmax's int8-native drop (0.65 vs
-    /// 1.96 points), as entropy did, at two thirds of entropy's time.
-    #[arg(long, value_enum, default_value_t = CalibrationMethod::default())]
     pub calibration_method: CalibrationMethod,
-    /// Largest accepted validation accuracy drop in points (int8 vs fp32; fp32 vs the run's
-    /// own val accuracy); a larger drop fails the export and writes nothing.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    /// Largest accepted validation accuracy drop in points; a larger drop writes nothing.
     pub max_drop: f64,
-    #[arg(long, default_value_t = 13)]
     pub opset: i64,
     /// Batch dimension left symbolic (`N`) instead of 1.
-    #[arg(long)]
     pub dynamic_batch: bool,
-}
-
-impl ExportArgs {
-    /// The defaults of the command line for a run and an output path.
-    pub fn new(run: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
-        ExportArgs {
-            run: run.into(),
-            out: out.into(),
-            precision: ExportPrecision::Fp32,
-            calibration_images: 200,
-            calibration_method: CalibrationMethod::default(),
-            max_drop: 1.0,
-            opset: 13,
-            dynamic_batch: false,
-        }
-    }
 }
 
 /// What an export produced and measured.
@@ -92,7 +67,7 @@ pub struct ExportReport {
 /// BatchNorm folded. Input "input" `[1, 3, H, W]`, output "logits".
 pub fn build_graph(model: &TrainedModel, input_hw: [usize; 2]) -> Graph {
     let stages = 0..model.backbone.num_stages();
-    let (mut ops, features) = model.backbone.export_ops_at(stages, "input", input_hw);
+    let (mut ops, features) = model.backbone.export_ops(stages, "input", input_hw);
     let (pooled, flat) = ("pooled".to_string(), "features".to_string());
     ops.push(Op::GlobalAveragePool { input: features, output: pooled.clone() });
     ops.push(Op::Flatten { input: pooled, output: flat.clone() });
@@ -102,17 +77,17 @@ pub fn build_graph(model: &TrainedModel, input_hw: [usize; 2]) -> Graph {
 }
 
 /// `trainer export`.
-pub fn run(args: &ExportArgs) -> Result<ExportReport, TrainerError> {
-    if !args.run.is_dir() {
+pub fn run(opts: &ExportOptions) -> Result<ExportReport, TrainerError> {
+    if !opts.run.is_dir() {
         return Err(TrainerError::Run {
-            path: args.run.clone(),
+            path: opts.run.clone(),
             reason: "no such folder: pass the folder `trainer fit --out` wrote".into(),
         });
     }
     // Claim the output folder first: an unwritable --out fails before minutes of work.
-    let staged = Staged::new(&args.out)?;
+    let staged = stage(&opts.out)?;
     let device = Device::flex();
-    let (model, info) = load_best(&args.run, &device)?;
+    let (model, info) = load_best(&opts.run, &device)?;
     let p = info.preprocessing;
     let graph = build_graph(&model, [p.height as usize, p.width as usize]);
     drop(model);
@@ -127,74 +102,42 @@ pub fn run(args: &ExportArgs) -> Result<ExportReport, TrainerError> {
             info.data_dir.display()
         )));
     }
-
-    let mut manifest = manifest_for(&info, &args.run);
-    let fp32_opts = WriteOptions { opset: args.opset, quant: None, dynamic_batch: args.dynamic_batch, manifest_json: None };
-    let fp32_bytes = |manifest: &Manifest| {
-        to_onnx_bytes(&graph, &WriteOptions { manifest_json: Some(manifest.to_json()), ..fp32_opts.clone() })
+    let mut form = Forms {
+        graph: &graph,
+        staged: &staged,
+        val: &val,
+        fp32: WriteOptions { opset: opts.opset, quant: None, dynamic_batch: opts.dynamic_batch, manifest_json: None },
+        manifest: manifest_for(&info, &opts.run),
+        accuracy: BTreeMap::new(),
     };
-    let mut accuracy = BTreeMap::new();
-    let gate: Gate;
-    let bytes = match args.precision {
-        ExportPrecision::Fp32 => {
-            staged.write(&fp32_bytes(&manifest)?.0)?;
-            let acc = evaluate(staged.path(), Int8Mode::Auto, &val)?;
-            accuracy.insert("fp32".to_string(), acc);
-            // burn measured the same model on the same images: a gap means a broken export.
-            gate = Gate { form: "fp32 (vs the run's own val accuracy)".into(), accuracy: acc, reference: percent(info.val_accuracy) };
-            manifest.metrics.insert("val_accuracy".into(), acc);
-            fp32_bytes(&manifest)?.0
-        }
+    let (bytes, gate) = match opts.precision {
+        ExportPrecision::Fp32 => form.fp32(percent(info.val_accuracy))?,
         ExportPrecision::Int8 => {
-            let (calib, calib_skipped) = calibration_tensors(&mut pre, &splits.train, args.calibration_images, info.seed);
+            let (calib, calib_skipped) =
+                calibration_tensors(&mut pre, &splits.train, opts.calibration_images, info.seed);
             if calib.is_empty() {
                 return Err(TrainerError::CalibrationEmpty { dir: info.data_dir.clone(), skipped: calib_skipped });
             }
-            let (plain, _) = to_onnx_bytes(&graph, &fp32_opts)?;
-            let plan = calibrate(&plain, graph.input_chw, &quantized_tensors(&graph), &calib, args.calibration_method)?;
-            let int8_bytes = |manifest: &Manifest| {
-                let opts = WriteOptions { quant: Some(&plan), manifest_json: Some(manifest.to_json()), ..fp32_opts.clone() };
-                to_onnx_bytes(&graph, &opts)
-            };
-            // The fp32 reference is measured on the same path in the same runtime.
-            staged.write(&fp32_bytes(&manifest)?.0)?;
-            let fp32 = evaluate(staged.path(), Int8Mode::Auto, &val)?;
-            let (_, counts) = int8_bytes(&manifest)?;
-            manifest.precision = PrecisionSpec { kind: Precision::Int8, calibration: Some(calibration_summary(args, calib.len(), counts)) };
-            staged.write(&int8_bytes(&manifest)?.0)?;
-            accuracy.insert("fp32".to_string(), fp32);
-            // Gate on the worse of the two ways the runtime can execute the file.
-            let mut worst = Gate { form: String::new(), accuracy: f64::INFINITY, reference: fp32 };
-            for (mode, name) in [(Int8Mode::Native, "int8-native"), (Int8Mode::Weights, "int8-weights")] {
-                let acc = evaluate(staged.path(), mode, &val)?;
-                accuracy.insert(name.to_string(), acc);
-                manifest.metrics.insert(format!("{}_accuracy", name.replace('-', "_")), acc);
-                if acc < worst.accuracy {
-                    worst = Gate { form: name.into(), accuracy: acc, reference: fp32 };
-                }
-            }
-            gate = worst;
-            manifest.metrics.insert("val_accuracy".into(), fp32);
-            manifest.metrics.insert("int8_drop_points".into(), gate.drop());
-            int8_bytes(&manifest)?.0
+            form.int8(&calib, opts.calibration_method)?
         }
     };
-    print_summary(args, &accuracy, val.len(), val_skipped, bytes.len());
-    if gate.drop() > args.max_drop {
+    let Forms { manifest, accuracy, .. } = form;
+    print_summary(opts, &accuracy, val.len(), val_skipped, bytes.len());
+    if gate.drop() > opts.max_drop {
         return Err(TrainerError::AccuracyGate {
             drop: gate.drop(),
             form: gate.form,
             accuracy: gate.accuracy,
             reference: gate.reference,
-            max_drop: args.max_drop,
-            out: args.out.clone(),
+            max_drop: opts.max_drop,
+            out: opts.out.clone(),
         });
     }
-    staged.write(&bytes)?;
-    staged.persist()?;
-    println!("wrote {} ({:.1} MB)", args.out.display(), bytes.len() as f64 / 1e6);
+    write_staged(&staged, &bytes)?;
+    staged.commit().map_err(TrainerError::io(&opts.out))?;
+    println!("wrote {} ({:.1} MB)", opts.out.display(), bytes.len() as f64 / 1e6);
     Ok(ExportReport {
-        out: args.out.clone(),
+        out: opts.out.clone(),
         bytes: bytes.len(),
         manifest,
         accuracy,
@@ -202,6 +145,86 @@ pub fn run(args: &ExportArgs) -> Result<ExportReport, TrainerError> {
         gated_form: gate.form,
         val_images: val.len(),
     })
+}
+
+/// The forms of one export, written to the staged file and measured there: the manifest and
+/// the accuracies gather what was measured.
+struct Forms<'a> {
+    graph: &'a Graph,
+    staged: &'a AtomicFile,
+    val: &'a [(Vec<f32>, usize)],
+    /// fp32 writing options without a manifest.
+    fp32: WriteOptions<'a>,
+    manifest: Manifest,
+    accuracy: BTreeMap<String, f64>,
+}
+
+impl Forms<'_> {
+    fn fp32_bytes(&self) -> Result<Vec<u8>, TrainerError> {
+        let opts = WriteOptions { manifest_json: Some(self.manifest.to_json()), ..self.fp32.clone() };
+        Ok(to_onnx_bytes(self.graph, &opts)?.0)
+    }
+
+    /// The fp32 file, gated against the run's own val accuracy (`reference`, percent): burn
+    /// measured the same model on the same images, so a gap means a broken export.
+    fn fp32(&mut self, reference: f64) -> Result<(Vec<u8>, Gate), TrainerError> {
+        write_staged(self.staged, &self.fp32_bytes()?)?;
+        let acc = evaluate(self.staged.temp_path(), Int8Mode::Auto, self.val)?;
+        self.accuracy.insert("fp32".to_string(), acc);
+        self.manifest.metrics.insert("val_accuracy".into(), acc);
+        let gate = Gate { form: "fp32 (vs the run's own val accuracy)".into(), accuracy: acc, reference };
+        Ok((self.fp32_bytes()?, gate))
+    }
+
+    /// The int8 QDQ file calibrated on `calib`, gated on the worse of the two ways the runtime
+    /// can execute it against the fp32 file measured on the same path in the same runtime.
+    fn int8(&mut self, calib: &[Vec<f32>], method: CalibrationMethod) -> Result<(Vec<u8>, Gate), TrainerError> {
+        let (plain, _) = to_onnx_bytes(self.graph, &self.fp32)?;
+        let plan = calibrate(&plain, self.graph.input_chw, &quantized_tensors(self.graph), calib, method)?;
+        let int8_bytes = |manifest: &Manifest| {
+            let opts =
+                WriteOptions { quant: Some(&plan), manifest_json: Some(manifest.to_json()), ..self.fp32.clone() };
+            to_onnx_bytes(self.graph, &opts)
+        };
+        write_staged(self.staged, &self.fp32_bytes()?)?;
+        let fp32 = evaluate(self.staged.temp_path(), Int8Mode::Auto, self.val)?;
+        let (_, counts) = int8_bytes(&self.manifest)?;
+        let calibration =
+            Calibration { method, images: calib.len(), activations: counts.activations, weights: counts.weights };
+        self.manifest.precision = PrecisionSpec { kind: Precision::Int8, calibration: Some(calibration) };
+        write_staged(self.staged, &int8_bytes(&self.manifest)?.0)?;
+        self.accuracy.insert("fp32".to_string(), fp32);
+        let mut worst = Gate { form: String::new(), accuracy: f64::INFINITY, reference: fp32 };
+        for (mode, name) in [(Int8Mode::Native, "int8-native"), (Int8Mode::Weights, "int8-weights")] {
+            let acc = evaluate(self.staged.temp_path(), mode, self.val)?;
+            self.accuracy.insert(name.to_string(), acc);
+            self.manifest.metrics.insert(format!("{}_accuracy", name.replace('-', "_")), acc);
+            if acc < worst.accuracy {
+                worst = Gate { form: name.into(), accuracy: acc, reference: fp32 };
+            }
+        }
+        self.manifest.metrics.insert("val_accuracy".into(), fp32);
+        self.manifest.metrics.insert("int8_drop_points".into(), worst.drop());
+        Ok((int8_bytes(&self.manifest)?.0, worst))
+    }
+}
+
+/// The output under a temporary name in its folder (mode 0644, an ordinary shareable file):
+/// committed onto the real name at the very end, deleted when dropped (any error path).
+fn stage(out: &Path) -> Result<AtomicFile, TrainerError> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.is_empty() || out.is_dir() {
+        return Err(TrainerError::ExportInvalid(format!(
+            "--out {} must be a file path such as model.onnx",
+            out.display()
+        )));
+    }
+    AtomicFile::create(out).map_err(TrainerError::io(out))
+}
+
+/// Replaces the staged file's content with `bytes` (the runtime measures it by path).
+fn write_staged(staged: &AtomicFile, bytes: &[u8]) -> Result<(), TrainerError> {
+    std::fs::write(staged.temp_path(), bytes).map_err(TrainerError::io(staged.dest()))
 }
 
 /// The accuracy comparison the gate checks.
@@ -243,15 +266,6 @@ fn manifest_for(info: &RunInfo, run_dir: &Path) -> Manifest {
     }
 }
 
-fn calibration_summary(args: &ExportArgs, images: usize, counts: QuantCounts) -> Calibration {
-    Calibration {
-        method: args.calibration_method.name().into(),
-        images,
-        activations: counts.activations,
-        weights: counts.weights,
-    }
-}
-
 /// Preprocessed tensors of the samples that load; unreadable files are counted, not fatal.
 fn load_tensors(pre: &mut Preprocessor, samples: &[Sample]) -> (Vec<(Vec<f32>, usize)>, usize) {
     let mut out = Vec::with_capacity(samples.len());
@@ -290,18 +304,18 @@ fn calibration_tensors(pre: &mut Preprocessor, train: &[Sample], n: usize, seed:
 /// Top-1 accuracy (percent) of the model file in the edge runtime.
 fn evaluate(path: &Path, int8: Int8Mode, val: &[(Vec<f32>, usize)]) -> Result<f64, TrainerError> {
     let what = format!("{} ({int8:?})", path.display());
-    let err = |e: edge_runtime::error::RuntimeError| TrainerError::ExportTract { what: what.clone(), reason: e.to_string() };
+    let err =
+        |e: edge_runtime::error::RuntimeError| TrainerError::ExportTract { what: what.clone(), reason: e.to_string() };
     let classifier = Classifier::load(&LoadOptions { int8, ..LoadOptions::new(path) }).map_err(err)?;
     let mut correct = 0usize;
     for (x, label) in val {
         let logits = classifier.infer(x).map_err(err)?;
-        let top = edge_runtime::model::top_k(&logits, 1);
-        correct += usize::from(top.first().is_some_and(|(i, _)| i == label));
+        correct += usize::from(!logits.is_empty() && common::argmax(&logits) == *label);
     }
     Ok(100.0 * correct as f64 / val.len() as f64)
 }
 
-fn print_summary(args: &ExportArgs, accuracy: &BTreeMap<String, f64>, images: usize, skipped: usize, bytes: usize) {
+fn print_summary(args: &ExportOptions, accuracy: &BTreeMap<String, f64>, images: usize, skipped: usize, bytes: usize) {
     let fp32 = accuracy.get("fp32").copied().unwrap_or(f64::NAN);
     let precision = match args.precision {
         ExportPrecision::Fp32 => "fp32".to_string(),
@@ -316,49 +330,5 @@ fn print_summary(args: &ExportArgs, accuracy: &BTreeMap<String, f64>, images: us
         } else {
             println!("  {form:<13} {acc:6.2}%  (drop {:.2} points)", fp32 - acc);
         }
-    }
-}
-
-/// The output under a temporary name in its folder; renamed onto the real name by
-/// `persist`, deleted when dropped otherwise (any error path).
-struct Staged {
-    file: tempfile::NamedTempFile,
-    out: PathBuf,
-}
-
-impl Staged {
-    fn new(out: &Path) -> Result<Self, TrainerError> {
-        let dir = match out.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.is_empty() || out.is_dir() {
-            return Err(TrainerError::ExportInvalid(format!("--out {} must be a file path such as model.onnx", out.display())));
-        }
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".tmp");
-        // tempfile creates 0600; the exported model is an ordinary shareable file.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let file = builder
-            .tempfile_in(&dir)
-            .map_err(|e| TrainerError::Io { path: out.to_path_buf(), source: e })?;
-        Ok(Staged { file, out: out.to_path_buf() })
-    }
-
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    fn write(&self, bytes: &[u8]) -> Result<(), TrainerError> {
-        std::fs::write(self.file.path(), bytes).map_err(TrainerError::io(&self.out))?;
-        self.file.as_file().sync_all().map_err(TrainerError::io(&self.out))
-    }
-
-    fn persist(self) -> Result<(), TrainerError> {
-        let out = self.out.clone();
-        self.file.persist(&out).map(|_| ()).map_err(|e| TrainerError::Io { path: out, source: e.error })
     }
 }

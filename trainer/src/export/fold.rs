@@ -20,8 +20,7 @@ pub struct BatchNormParams<'a> {
 pub fn fold_conv_bn(weight: &Constant, bias: Option<&Constant>, bn: BatchNormParams<'_>) -> (Constant, Constant) {
     let out = weight.shape[0];
     let per_out = weight.values.len() / out.max(1);
-    let scale: Vec<f64> =
-        (0..out).map(|o| bn.gamma[o] as f64 / (bn.var[o] as f64 + bn.eps as f64).sqrt()).collect();
+    let scale: Vec<f64> = (0..out).map(|o| bn.gamma[o] as f64 / (bn.var[o] as f64 + bn.eps as f64).sqrt()).collect();
     let values = weight.values.iter().enumerate().map(|(i, w)| (*w as f64 * scale[i / per_out]) as f32).collect();
     let bias_values = (0..out)
         .map(|o| {

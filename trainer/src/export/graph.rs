@@ -39,19 +39,45 @@ pub enum Op {
         eps: f32,
     },
     /// min(max(x, 0), 6)
-    Relu6 { input: String, output: String },
-    Relu { input: String, output: String },
-    Sigmoid { input: String, output: String },
+    Relu6 {
+        input: String,
+        output: String,
+    },
+    Relu {
+        input: String,
+        output: String,
+    },
+    Sigmoid {
+        input: String,
+        output: String,
+    },
     /// x * sigmoid(x) (a.k.a. SiLU).
-    Swish { input: String, output: String },
+    Swish {
+        input: String,
+        output: String,
+    },
     /// Element-wise sum (residual connections).
-    Add { a: String, b: String, output: String },
+    Add {
+        a: String,
+        b: String,
+        output: String,
+    },
     /// Element-wise product with broadcasting (squeeze-excite scaling: [N,C,H,W] * [N,C,1,1]).
-    Mul { a: String, b: String, output: String },
+    Mul {
+        a: String,
+        b: String,
+        output: String,
+    },
     /// [N,C,H,W] -> [N,C,1,1]
-    GlobalAveragePool { input: String, output: String },
+    GlobalAveragePool {
+        input: String,
+        output: String,
+    },
     /// [N,C,1,1] -> [N,C]
-    Flatten { input: String, output: String },
+    Flatten {
+        input: String,
+        output: String,
+    },
     /// y = x W^T + b; `weight` is [out, in] (PyTorch Linear layout).
     Gemm {
         name: String,
@@ -72,10 +98,11 @@ pub struct Graph {
     pub ops: Vec<Op>,
 }
 
-impl Op {
-    /// The tensor this op writes.
-    pub fn output(&self) -> &str {
-        match self {
+/// The `output` field of any op, as `&String` or `&mut String` depending on how `$op` is
+/// borrowed: the one match over every variant's output.
+macro_rules! output_field {
+    ($op:expr) => {
+        match $op {
             Op::Conv { output, .. }
             | Op::BatchNorm { output, .. }
             | Op::Relu6 { output, .. }
@@ -88,6 +115,18 @@ impl Op {
             | Op::Flatten { output, .. }
             | Op::Gemm { output, .. } => output,
         }
+    };
+}
+
+impl Op {
+    /// The tensor this op writes.
+    pub fn output(&self) -> &str {
+        output_field!(self)
+    }
+
+    /// Renames the tensor this op writes (layers chain by their logical names).
+    pub fn set_output(&mut self, name: &str) {
+        *output_field!(self) = name.to_string();
     }
 
     /// The tensors this op reads.

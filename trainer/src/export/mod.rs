@@ -14,4 +14,4 @@ pub mod quantize;
 #[cfg(test)]
 pub mod reference;
 
-pub use command::{ExportArgs, ExportPrecision, ExportReport, build_graph, run};
+pub use command::{ExportOptions, ExportPrecision, ExportReport, build_graph, run};

@@ -73,65 +73,7 @@ pub fn to_model_proto(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(ModelPr
     }
     for op in &graph.ops {
         let read = |t: &str| alias.get(t).cloned().unwrap_or_else(|| t.to_string());
-        match op {
-            Op::Conv { name, input, output, weight, bias, stride, pads, groups } => {
-                let x = read(input);
-                let name = &b.layer_name(name);
-                let (w, bias) = b.weight_and_bias(name, weight, bias.as_ref(), input, opts.quant, &mut counts)?;
-                let mut inputs = vec![x, w];
-                inputs.extend(bias);
-                let attrs = vec![
-                    ints("kernel_shape", &[weight.shape[2], weight.shape[3]]),
-                    ints("strides", stride),
-                    ints("pads", pads),
-                    ints("dilations", &[1, 1]),
-                    int("group", *groups as i64),
-                ];
-                b.node("Conv", name, inputs, output, attrs);
-            }
-            Op::Gemm { name, input, output, weight, bias } => {
-                let x = read(input);
-                let name = &b.layer_name(name);
-                let (w, bias) = b.weight_and_bias(name, weight, Some(bias), input, opts.quant, &mut counts)?;
-                let mut inputs = vec![x, w];
-                inputs.extend(bias);
-                b.node("Gemm", name, inputs, output, vec![int("transB", 1)]);
-            }
-            Op::BatchNorm { name, input, output, gamma, beta, mean, var, eps } => {
-                let name = &b.layer_name(name);
-                let c = [gamma.len()];
-                let inputs = vec![
-                    read(input),
-                    b.init_f32(&format!("{name}.weight"), &c, gamma),
-                    b.init_f32(&format!("{name}.bias"), &c, beta),
-                    b.init_f32(&format!("{name}.running_mean"), &c, mean),
-                    b.init_f32(&format!("{name}.running_var"), &c, var),
-                ];
-                b.node("BatchNormalization", name, inputs, output, vec![float("epsilon", *eps)]);
-            }
-            Op::Relu6 { input, output } => {
-                let (lo, hi) = (b.scalar_f32("const_f32_0", 0.0), b.scalar_f32("const_f32_6", 6.0));
-                b.node("Clip", &format!("{output}.clip"), vec![read(input), lo, hi], output, vec![]);
-            }
-            Op::Relu { input, output } => b.node("Relu", &format!("{output}.relu"), vec![read(input)], output, vec![]),
-            Op::Sigmoid { input, output } => {
-                b.node("Sigmoid", &format!("{output}.sigmoid"), vec![read(input)], output, vec![])
-            }
-            Op::Swish { input, output } => {
-                let x = read(input);
-                let s = format!("{output}.sigmoid");
-                b.node("Sigmoid", &s, vec![x.clone()], &s, vec![]);
-                b.node("Mul", &format!("{output}.mul"), vec![x, s], output, vec![]);
-            }
-            Op::Add { a, b: rhs, output } => b.node("Add", &format!("{output}.add"), vec![read(a), read(rhs)], output, vec![]),
-            Op::Mul { a, b: rhs, output } => b.node("Mul", &format!("{output}.mul"), vec![read(a), read(rhs)], output, vec![]),
-            Op::GlobalAveragePool { input, output } => {
-                b.node("GlobalAveragePool", &format!("{output}.gap"), vec![read(input)], output, vec![])
-            }
-            Op::Flatten { input, output } => {
-                b.node("Flatten", &format!("{output}.flatten"), vec![read(input)], output, vec![int("axis", 1)])
-            }
-        }
+        b.op(op, &read, opts.quant, &mut counts)?;
         if let Some(plan) = opts.quant
             && op.output() != graph.output
         {
@@ -139,9 +81,16 @@ pub fn to_model_proto(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(ModelPr
         }
     }
 
+    Ok((assemble(graph, opts, b), counts))
+}
+
+/// The ONNX model around the nodes and initializers `b` holds: input and output value infos,
+/// opset, producer, manifest.
+fn assemble(graph: &Graph, opts: &WriteOptions<'_>, b: Builder) -> ModelProto {
     let batch = if opts.dynamic_batch { DimValue::DimParam("N".into()) } else { DimValue::DimValue(1) };
     let [c, h, w] = graph.input_chw;
-    let input_dims = vec![batch.clone(), DimValue::DimValue(c as i64), DimValue::DimValue(h as i64), DimValue::DimValue(w as i64)];
+    let input_dims =
+        vec![batch.clone(), DimValue::DimValue(c as i64), DimValue::DimValue(h as i64), DimValue::DimValue(w as i64)];
     let mut output_dims = vec![batch];
     if let Some(classes) = output_classes(graph) {
         output_dims.push(DimValue::DimValue(classes as i64));
@@ -167,7 +116,7 @@ pub fn to_model_proto(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(ModelPr
     if let Some(json) = &opts.manifest_json {
         model.metadata_props.push(StringStringEntryProto { key: models::MANIFEST_KEY.into(), value: json.clone() });
     }
-    Ok((model, counts))
+    model
 }
 
 /// The graph as ONNX bytes.
@@ -237,6 +186,83 @@ struct Builder {
 }
 
 impl Builder {
+    /// The ONNX nodes (and initializers) of one graph op; `read` maps a tensor to the name its
+    /// consumers read (the dequantized copy of a quantized tensor).
+    fn op(
+        &mut self,
+        op: &Op,
+        read: &dyn Fn(&str) -> String,
+        quant: Option<&QuantPlan>,
+        counts: &mut QuantCounts,
+    ) -> Result<(), TrainerError> {
+        match op {
+            Op::Conv { name, input, output, weight, bias, stride, pads, groups } => {
+                let x = read(input);
+                let name = &self.layer_name(name);
+                let (w, bias) = self.weight_and_bias(name, weight, bias.as_ref(), input, quant, counts)?;
+                let mut inputs = vec![x, w];
+                inputs.extend(bias);
+                let attrs = vec![
+                    ints("kernel_shape", &[weight.shape[2], weight.shape[3]]),
+                    ints("strides", stride),
+                    ints("pads", pads),
+                    ints("dilations", &[1, 1]),
+                    int("group", *groups as i64),
+                ];
+                self.node("Conv", name, inputs, output, attrs);
+            }
+            Op::Gemm { name, input, output, weight, bias } => {
+                let x = read(input);
+                let name = &self.layer_name(name);
+                let (w, bias) = self.weight_and_bias(name, weight, Some(bias), input, quant, counts)?;
+                let mut inputs = vec![x, w];
+                inputs.extend(bias);
+                self.node("Gemm", name, inputs, output, vec![int("transB", 1)]);
+            }
+            Op::BatchNorm { name, input, output, gamma, beta, mean, var, eps } => {
+                let name = &self.layer_name(name);
+                let c = [gamma.len()];
+                let inputs = vec![
+                    read(input),
+                    self.init_f32(&format!("{name}.weight"), &c, gamma),
+                    self.init_f32(&format!("{name}.bias"), &c, beta),
+                    self.init_f32(&format!("{name}.running_mean"), &c, mean),
+                    self.init_f32(&format!("{name}.running_var"), &c, var),
+                ];
+                self.node("BatchNormalization", name, inputs, output, vec![float("epsilon", *eps)]);
+            }
+            Op::Relu6 { input, output } => {
+                let (lo, hi) = (self.scalar_f32("const_f32_0", 0.0), self.scalar_f32("const_f32_6", 6.0));
+                self.node("Clip", &format!("{output}.clip"), vec![read(input), lo, hi], output, vec![]);
+            }
+            Op::Relu { input, output } => {
+                self.node("Relu", &format!("{output}.relu"), vec![read(input)], output, vec![])
+            }
+            Op::Sigmoid { input, output } => {
+                self.node("Sigmoid", &format!("{output}.sigmoid"), vec![read(input)], output, vec![])
+            }
+            Op::Swish { input, output } => {
+                let x = read(input);
+                let s = format!("{output}.sigmoid");
+                self.node("Sigmoid", &s, vec![x.clone()], &s, vec![]);
+                self.node("Mul", &format!("{output}.mul"), vec![x, s], output, vec![]);
+            }
+            Op::Add { a, b: rhs, output } => {
+                self.node("Add", &format!("{output}.add"), vec![read(a), read(rhs)], output, vec![])
+            }
+            Op::Mul { a, b: rhs, output } => {
+                self.node("Mul", &format!("{output}.mul"), vec![read(a), read(rhs)], output, vec![])
+            }
+            Op::GlobalAveragePool { input, output } => {
+                self.node("GlobalAveragePool", &format!("{output}.gap"), vec![read(input)], output, vec![])
+            }
+            Op::Flatten { input, output } => {
+                self.node("Flatten", &format!("{output}.flatten"), vec![read(input)], output, vec![int("axis", 1)])
+            }
+        }
+        Ok(())
+    }
+
     fn node(&mut self, op_type: &str, name: &str, inputs: Vec<String>, output: &str, attribute: Vec<AttributeProto>) {
         self.nodes.push(NodeProto {
             op_type: op_type.into(),
@@ -358,7 +384,13 @@ mod tests {
     /// a residual Add and a squeeze-excite style broadcast Mul.
     pub(crate) fn test_graph() -> Graph {
         let mut rng = StdRng::seed_from_u64(3);
-        let conv = |rng: &mut StdRng, name: &str, input: &str, shape: [usize; 4], stride: [usize; 2], pads: [usize; 4], groups: usize| Op::Conv {
+        let conv = |rng: &mut StdRng,
+                    name: &str,
+                    input: &str,
+                    shape: [usize; 4],
+                    stride: [usize; 2],
+                    pads: [usize; 4],
+                    groups: usize| Op::Conv {
             name: name.into(),
             input: input.into(),
             output: name.into(),

@@ -50,7 +50,11 @@ pub fn eval(graph: &Graph, input: &[f32]) -> Vec<f32> {
             Op::GlobalAveragePool { input, .. } => {
                 let x = get(input);
                 let plane = x.shape[1] * x.shape[2];
-                let values = x.values.chunks(plane).map(|c| (c.iter().map(|v| *v as f64).sum::<f64>() / plane as f64) as f32).collect();
+                let values = x
+                    .values
+                    .chunks(plane)
+                    .map(|c| (c.iter().map(|v| *v as f64).sum::<f64>() / plane as f64) as f32)
+                    .collect();
                 Chw { shape: [x.shape[0], 1, 1], values }
             }
             Op::Flatten { input, .. } => {
@@ -91,7 +95,14 @@ fn binary(a: &Chw, b: &Chw, f: fn(f32, f32) -> f32) -> Chw {
 }
 
 /// NCHW convolution with groups, strides and [top, left, bottom, right] zero padding.
-pub fn conv2d(x: &Chw, weight: &Constant, bias: Option<&Constant>, stride: [usize; 2], pads: [usize; 4], groups: usize) -> Chw {
+pub fn conv2d(
+    x: &Chw,
+    weight: &Constant,
+    bias: Option<&Constant>,
+    stride: [usize; 2],
+    pads: [usize; 4],
+    groups: usize,
+) -> Chw {
     let [c, h, w] = x.shape;
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3]);
     let oh = (h + pads[0] + pads[2] - kh) / stride[0] + 1;

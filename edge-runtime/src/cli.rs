@@ -1,0 +1,330 @@
+//! The command line of `edge-runtime`: every flag is defined here, once, and turned into the
+//! library's plain option structs. Shared groups (`ModelArgs`, `OutputArgs`) are flattened into
+//! the commands that take them, so a flag is spelled, ranged and documented the same way
+//! everywhere.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use edge_runtime::bench::{MeasureOptions, ReportOutputs};
+use edge_runtime::classify::ClassifyOptions;
+use edge_runtime::pipeline::RunOptions;
+use edge_runtime::sink::EmitFormat;
+use edge_runtime::{Int8Mode, LoadOptions};
+use models::{Backbone, ImageLimits};
+
+#[derive(Parser)]
+#[command(name = "edge-runtime", version, about = "perch edge runtime: image classification with tract on CPU")]
+#[command(
+    after_help = "Shortcut: `edge-runtime --camera N --model M.onnx [run flags]` = `edge-runtime run --source camera:N --model M.onnx [run flags]`.\nExit codes: 0 ok, 1 error, 2 usage, 3 some inputs skipped, 4 source lost mid-stream."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Classify image files and folders (recursive).
+    Classify(ClassifyArgs),
+    /// The streaming loop: capture -> newest-frame queue -> inference -> sink.
+    Run(RunArgs),
+    /// Measure latency per model and thread count; `bench report` merges device reports.
+    Bench(BenchArgs),
+}
+
+/// `--threads N`: at least 1, the same range for every command.
+fn threads_parser() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
+}
+
+/// The model and how to run it (classify, run).
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// ONNX model (a perch export carries its manifest; others need --preset and --labels).
+    #[arg(long, value_name = "M.onnx")]
+    pub model: PathBuf,
+    /// Catalog backbone describing a model without a perch manifest.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<Backbone>,
+    /// Labels file, one class per line in output order (required with --preset).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Intra-op threads for tract's matrix products (default 1).
+    #[arg(long, value_name = "N", value_parser = threads_parser())]
+    pub threads: Option<u16>,
+    /// How to execute int8 (QDQ) models.
+    #[arg(long, value_enum, default_value_t = Int8Mode::Auto)]
+    pub int8: Int8Mode,
+    /// Refuse images with more pixels than this (decompression-bomb guard).
+    #[arg(long, value_name = "PIXELS", default_value_t = ImageLimits::default().max_pixels)]
+    pub max_pixels: u64,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            model: self.model.clone(),
+            preset: self.preset,
+            labels: self.labels.clone(),
+            threads: self.threads.map(usize::from),
+            int8: self.int8,
+        }
+    }
+
+    pub fn limits(&self) -> ImageLimits {
+        ImageLimits { max_pixels: self.max_pixels }
+    }
+}
+
+/// `--top-k K`: at least 1, the same range for every command.
+#[derive(Args, Clone, Copy)]
+pub struct TopKArgs {
+    /// Classes reported per image or frame.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
+}
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub top: TopKArgs,
+    /// One JSON object per image instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Debug: write each preprocessed input tensor (raw f32 LE, NCHW) into this folder.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub dump_tensors: Option<PathBuf>,
+    /// Image files or folders.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl ClassifyArgs {
+    pub fn options(&self) -> ClassifyOptions {
+        ClassifyOptions {
+            top_k: self.top.top_k.into(),
+            limits: self.model.limits(),
+            dump_tensors: self.dump_tensors.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// camera:N | video:FILE | dir:DIR | synthetic[:FPS]
+    #[arg(long, value_name = "SOURCE")]
+    pub source: String,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+#[derive(Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Stop after N classified frames (default: until Ctrl-C or the source ends).
+    #[arg(long, value_name = "N")]
+    pub frames: Option<u64>,
+    /// Print `unknown` when the smoothed best probability is below T.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub threshold: f32,
+    /// Average probabilities over the last K frames.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub smooth: u16,
+    #[command(flatten)]
+    pub top: TopKArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = EmitFormat::Text)]
+    pub emit: EmitFormat,
+    /// Start a `dir:` source over when it ends (ignored, with a warning, for live sources).
+    #[arg(long = "loop")]
+    pub looping: bool,
+}
+
+impl StreamArgs {
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            frames: self.frames,
+            threshold: self.threshold,
+            smooth: self.smooth.into(),
+            top_k: self.top.top_k.into(),
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// `edge-runtime bench`: measure models, or `edge-runtime bench report` to merge reports.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Merge reports from several devices into one table (device × model × threads) and plot.
+    Report(ReportArgs),
+}
+
+/// What `bench` and `bench report` write (the Markdown table goes to stdout without --markdown).
+#[derive(Args, Clone)]
+pub struct OutputArgs {
+    /// Write the report as JSON (`bench report` merges several).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Write the table as Markdown.
+    #[arg(long, value_name = "FILE.md")]
+    pub markdown: Option<PathBuf>,
+    /// Draw p50/p90 latency bars per device × model × threads (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+}
+
+impl From<&OutputArgs> for ReportOutputs {
+    fn from(o: &OutputArgs) -> Self {
+        ReportOutputs { json: o.json.clone(), markdown: o.markdown.clone(), plot: o.plot.clone() }
+    }
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Reports written by `edge-runtime bench --json`.
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args)]
+pub struct MeasureArgs {
+    /// ONNX model to measure; repeat to compare several.
+    #[arg(long = "model", value_name = "M.onnx")]
+    pub models: Vec<PathBuf>,
+    /// Backbone preset for models without a perch manifest (as in `classify`); once for all
+    /// models or once per --model.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<Backbone>,
+    /// Labels file (as in `classify`); once for all models or once per --model.
+    #[arg(long = "labels", value_name = "FILE")]
+    pub labels: Vec<PathBuf>,
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "N,N,...", value_parser = threads_parser())]
+    pub threads: Vec<u16>,
+    /// Untimed inferences before measuring.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Timed inferences (and timed preprocessing runs).
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Image to preprocess and classify (default: a synthetic 640x480 JPEG frame).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// For int8 (QDQ) models: measure only this mode (default: both native and weights).
+    #[arg(long, value_enum)]
+    pub int8: Option<Int8Mode>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Internal: measure the one model and thread count in this process and print its row.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+impl MeasureArgs {
+    pub fn options(&self) -> MeasureOptions {
+        MeasureOptions {
+            models: self.models.clone(),
+            presets: self.presets.clone(),
+            labels: self.labels.clone(),
+            threads: self.threads.iter().copied().map(usize::from).collect(),
+            warmup: self.warmup,
+            iterations: self.iterations,
+            image: self.image.clone(),
+            int8: self.int8,
+            outputs: (&self.output).into(),
+        }
+    }
+}
+
+/// `edge-runtime --camera N ...` is `edge-runtime run --source camera:N ...`: rewritten before
+/// parsing so both spellings share one set of flags.
+pub fn expand_camera_shortcut(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let index = if first == "--camera" {
+        args.get(2).and_then(|a| a.to_str()).map(|n| (n.to_string(), 3))
+    } else {
+        first.strip_prefix("--camera=").map(|n| (n.to_string(), 2))
+    };
+    if let Some((n, rest)) = index {
+        let tail = args.split_off(rest.min(args.len()));
+        args.truncate(1);
+        args.extend(["run".into(), "--source".into(), format!("camera:{n}").into()]);
+        args.extend(tail);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("edge-runtime").chain(args.iter().copied()))
+    }
+
+    fn bench(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        match parse(args)?.command {
+            Command::Bench(b) => Ok(b),
+            _ => panic!("not a bench command"),
+        }
+    }
+
+    #[test]
+    fn measure_and_report_modes_parse() {
+        let b = bench(&["bench", "--model", "a.onnx", "--model", "b.onnx", "--threads", "1,2,4", "--json", "o.json"])
+            .unwrap();
+        assert!(b.command.is_none());
+        let m = b.measure.options();
+        assert_eq!(m.models.len(), 2);
+        assert_eq!(m.threads, vec![1, 2, 4]);
+        assert_eq!((m.warmup, m.iterations), (20, 200));
+        assert_eq!(m.outputs.json.as_deref(), Some(Path::new("o.json")));
+        let b = bench(&["bench", "report", "a.json", "b.json", "--markdown", "r.md", "--plot", "p.png"]).unwrap();
+        let Some(BenchCommand::Report(r)) = b.command else { panic!("report subcommand") };
+        assert_eq!(r.inputs.len(), 2);
+        assert_eq!(ReportOutputs::from(&r.output).plot.as_deref(), Some(Path::new("p.png")));
+        assert!(bench(&["bench", "report"]).is_err(), "report needs at least one input");
+        assert!(bench(&["bench", "--model", "a.onnx", "--preset", "resnet"]).is_err());
+    }
+
+    #[test]
+    fn threads_and_top_k_are_ranged_the_same_everywhere() {
+        for zero in [
+            &["bench", "--model", "a.onnx", "--threads", "1,0"][..],
+            &["classify", "--model", "m.onnx", "--threads", "0", "a.jpg"],
+            &["run", "--source", "synthetic", "--model", "m.onnx", "--threads", "0"],
+            &["classify", "--model", "m.onnx", "--top-k", "0", "a.jpg"],
+            &["run", "--source", "synthetic", "--model", "m.onnx", "--top-k", "0"],
+        ] {
+            let err = parse(zero).err().unwrap_or_else(|| panic!("{zero:?} accepted"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{zero:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn camera_shortcut_becomes_run() {
+        let args: Vec<OsString> = ["edge-runtime", "--camera", "0", "--model", "m.onnx"].map(OsString::from).into();
+        let expanded = expand_camera_shortcut(args);
+        assert_eq!(expanded, ["edge-runtime", "run", "--source", "camera:0", "--model", "m.onnx"].map(OsString::from));
+        let args: Vec<OsString> = ["edge-runtime", "--camera=2"].map(OsString::from).into();
+        assert_eq!(expand_camera_shortcut(args), ["edge-runtime", "run", "--source", "camera:2"].map(OsString::from));
+    }
+}

@@ -1,0 +1,274 @@
+//! `video:FILE` and network streams through an `ffmpeg` child process writing raw RGB24
+//! frames to a pipe (`-f rawvideo -pix_fmt rgb24`). ffmpeg is driven, not linked: codec
+//! libraries change ABI between releases, its command line does not.
+//!
+//! Raw frames carry no size, so the reader must know it. perch always forces it with
+//! `-vf scale=W:H`: W x H is `--width/--height` when given, otherwise what `ffprobe` reports
+//! for the first video stream. Forcing the size even when it is the probed one keeps the frame
+//! length fixed if a stream changes resolution midway (the reader would otherwise lose its
+//! place), and `-noautorotate` keeps ffmpeg from swapping width and height for a phone video's
+//! rotation tag (use `--rotate`). Giving `--width/--height` for a stream skips the probe, which
+//! otherwise costs one extra connection.
+//!
+//! Files are not live: ffmpeg waits for the pipeline, every frame is classified in order.
+//! Streams are live: stale frames are dropped, and a stream that ends or stalls is reconnected.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use image::RgbImage;
+
+use super::capture::CaptureOptions;
+use super::process::{
+    ChildStream, FIRST_FRAME_TIMEOUT, Got, STALL_TIMEOUT, find_on_path, fixed_frames, run_with_timeout,
+};
+use super::{Fetch, Frame, FrameSource};
+use crate::error::{Result, RuntimeError};
+
+pub const FFMPEG_INSTALL: &str = "install the Debian package ffmpeg (`sudo apt install ffmpeg`)";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Input {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Input {
+    fn arg(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Url(u) => u.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Input::File(p) => format!("video:{}", p.display()),
+            Input::Url(u) => u.clone(),
+        }
+    }
+}
+
+/// ffmpeg's arguments: decode `input`'s first video stream, scale to `width`x`height` (and
+/// resample to `fps` when given), write raw RGB24 frames to stdout. `live` adds low-latency
+/// input flags (and TCP for RTSP, which survives lossy links and NAT).
+pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option<f64>) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate"].map(String::from).into();
+    if live {
+        a.extend(["-fflags", "nobuffer", "-flags", "low_delay"].map(String::from));
+        if input.starts_with("rtsp://") {
+            a.extend(["-rtsp_transport", "tcp"].map(String::from));
+        }
+    }
+    a.extend(["-i".to_string(), input.to_string(), "-map".into(), "0:v:0".into(), "-an".into()]);
+    let mut filter = format!("scale={width}:{height}");
+    if let Some(f) = fps {
+        filter.push_str(&format!(",fps={f}"));
+    }
+    // passthrough: every decoded frame exactly once (no duplicates to fill a constant rate).
+    a.extend(["-vf".to_string(), filter, "-vsync".into(), "passthrough".into()]);
+    a.extend(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"].map(String::from));
+    a
+}
+
+/// Width and height of the first video stream, by `ffprobe`.
+fn probe_size(ffprobe: &Path, input: &str) -> std::result::Result<(u32, u32), String> {
+    let mut cmd = Command::new(ffprobe);
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"]);
+    cmd.arg(input);
+    let (status, out, err) = run_with_timeout(cmd, PROBE_TIMEOUT).map_err(|e| format!("cannot run ffprobe: {e}"))?;
+    let err = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+    match status {
+        None => return Err(format!("ffprobe got no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        Some(s) if !s.success() => {
+            return Err(if err.is_empty() { format!("ffprobe failed ({s})") } else { err });
+        }
+        Some(_) => {}
+    }
+    let line = out.lines().map(str::trim).find(|l| !l.is_empty());
+    let size = line.and_then(|l| l.split_once('x')).and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    match size {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err("no video stream".into()),
+    }
+}
+
+pub struct FfmpegSource {
+    input: Input,
+    ffmpeg: PathBuf,
+    args: Vec<String>,
+    size: (u32, u32),
+    live: bool,
+    stream: Option<ChildStream>,
+    pending: VecDeque<Got>,
+    /// A file's ffmpeg ended: report its error once (as a skip), then end.
+    finished: bool,
+    seq: u64,
+}
+
+impl FfmpegSource {
+    pub fn open_file(path: &Path, capture: &CaptureOptions) -> Result<Self> {
+        if !path.exists() {
+            return Err(RuntimeError::InputMissing { path: path.to_path_buf() });
+        }
+        if path.is_dir() {
+            return Err(RuntimeError::NotVideo {
+                path: path.to_path_buf(),
+                reason: "it is a folder; use --source dir:DIR for a folder of images".into(),
+            });
+        }
+        Self::open(Input::File(path.to_path_buf()), capture)
+    }
+
+    pub fn open_stream(url: &str, capture: &CaptureOptions) -> Result<Self> {
+        Self::open(Input::Url(url.to_string()), capture)
+    }
+
+    fn open(input: Input, capture: &CaptureOptions) -> Result<Self> {
+        let tool = |program: &str| {
+            find_on_path(program).ok_or_else(|| RuntimeError::ToolMissing {
+                source_name: input.describe(),
+                program: program.into(),
+                install: FFMPEG_INSTALL.into(),
+            })
+        };
+        let ffmpeg = tool("ffmpeg")?;
+        let live = matches!(input, Input::Url(_));
+        let size = match capture.size() {
+            Some(s) => s,
+            None => probe_size(&tool("ffprobe")?, &input.arg()).map_err(|reason| match &input {
+                Input::File(p) => RuntimeError::NotVideo { path: p.clone(), reason },
+                Input::Url(u) => RuntimeError::Capture {
+                    source_name: u.clone(),
+                    reason: format!("cannot open the stream: {reason}; check the URL and that the server is up"),
+                },
+            })?,
+        };
+        let args = ffmpeg_args(&input.arg(), live, size.0, size.1, capture.fps);
+        let mut source = FfmpegSource {
+            input,
+            ffmpeg,
+            args,
+            size,
+            live,
+            stream: None,
+            pending: VecDeque::new(),
+            finished: false,
+            seq: 0,
+        };
+        source.start()?;
+        Ok(source)
+    }
+
+    fn err(&self, reason: String) -> RuntimeError {
+        RuntimeError::Capture { source_name: self.describe(), reason }
+    }
+
+    /// (Re)starts ffmpeg and waits for its first piece of output.
+    fn start(&mut self) -> Result<()> {
+        self.stream = None;
+        self.pending.clear();
+        let mut cmd = Command::new(&self.ffmpeg);
+        cmd.args(&self.args);
+        let frame_len = self.size.0 as usize * self.size.1 as usize * 3;
+        let mut stream = ChildStream::spawn("ffmpeg", cmd, self.live, fixed_frames(frame_len))
+            .map_err(|e| self.err(format!("cannot start {}: {e}", self.ffmpeg.display())))?;
+        match stream.next(FIRST_FRAME_TIMEOUT) {
+            got @ (Got::Frame(_) | Got::Skip(_)) => self.pending.push_back(got),
+            Got::Ended { why, .. } => {
+                return Err(match &self.input {
+                    Input::File(p) => RuntimeError::NotVideo { path: p.clone(), reason: why },
+                    Input::Url(_) => self.err(format!("cannot read the stream: {why}")),
+                });
+            }
+            Got::Stalled(t) => {
+                let tail = stream.stderr_tail();
+                return Err(self.err(format!("no frame from ffmpeg within {} s {tail}", t.as_secs())));
+            }
+        }
+        self.stream = Some(stream);
+        Ok(())
+    }
+}
+
+impl FrameSource for FfmpegSource {
+    fn describe(&self) -> String {
+        self.input.describe()
+    }
+
+    fn is_live(&self) -> bool {
+        self.live
+    }
+
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        Some(self.size)
+    }
+
+    fn next(&mut self) -> Result<Fetch> {
+        if self.finished {
+            return Ok(Fetch::End);
+        }
+        let got = match self.pending.pop_front() {
+            Some(g) => g,
+            None => match self.stream.as_mut() {
+                Some(s) => s.next(STALL_TIMEOUT),
+                None => return Err(self.err("not running".into())),
+            },
+        };
+        let name = format!("{} frame {}", self.describe(), self.seq);
+        match got {
+            Got::Frame(c) => match RgbImage::from_raw(self.size.0, self.size.1, c.bytes) {
+                Some(img) => Ok(Frame::captured_at(&mut self.seq, img, c.at, c.wall)),
+                None => {
+                    self.seq += 1;
+                    Ok(Fetch::Skip { name, reason: "raw frame of the wrong size".into() })
+                }
+            },
+            Got::Skip(reason) => {
+                self.seq += 1;
+                Ok(Fetch::Skip { name, reason })
+            }
+            Got::Ended { ok, why } if !self.live => {
+                // A file: the end, reported as a skip if ffmpeg failed partway.
+                self.finished = true;
+                self.stream = None;
+                Ok(if ok { Fetch::End } else { Fetch::Skip { name: self.describe(), reason: why } })
+            }
+            Got::Ended { why, .. } => {
+                self.stream = None;
+                Err(self.err(format!("stream ended: {why}")))
+            }
+            Got::Stalled(t) => Err(self.err(format!("no frame for {} s", t.as_secs()))),
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        if !self.live {
+            // Restarting a file would classify its frames twice.
+            return Err(self.err("the video file cannot be re-read".into()));
+        }
+        self.start()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_forces_the_size_and_writes_raw_rgb() {
+        let a = ffmpeg_args("clip.mp4", false, 320, 240, None).join(" ");
+        assert!(a.contains("-i clip.mp4 -map 0:v:0"), "{a}");
+        assert!(a.contains("-vf scale=320:240 -vsync passthrough -f rawvideo -pix_fmt rgb24 -"), "{a}");
+        assert!(!a.contains("nobuffer"), "{a}");
+        let s = ffmpeg_args("rtsp://cam/1", true, 640, 480, Some(5.0)).join(" ");
+        assert!(
+            s.contains("-rtsp_transport tcp") && s.contains("nobuffer") && s.contains("scale=640:480,fps=5"),
+            "{s}"
+        );
+    }
+}

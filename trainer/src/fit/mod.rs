@@ -1,0 +1,196 @@
+//! `trainer fit`: transfer learning in two phases, Keras-style.
+//!
+//! Phase 1 ("head"): the ImageNet backbone is frozen; its pooled features are computed once
+//! (epoch 1) through the on-disk feature cache, and every epoch trains only the new head
+//! (dropout -> dense) on them. Phase 2 ("fine-tune", `--fine-tune-layers N`): the top N backbone
+//! stages are trained too, at `lr * factor`, BatchNorm kept in inference mode; the cache then
+//! also holds the activations at the freeze boundary so an epoch runs only the top N stages.
+//! Epoch numbers continue across phases. Every epoch is checkpointed (see `checkpoint`);
+//! `--resume` continues from the last checkpoint and gives the same result as an uninterrupted
+//! run (shuffling, augmentation views and dropout are seeded from seed + epoch).
+//!
+//! Layout: [`setup`] claims the run folder, opens the data and extracts the features;
+//! [`phase`] holds the phases and the one epoch loop that runs each; [`epoch`] one pass over
+//! cached rows; [`summary`] what is printed at the end.
+
+mod epoch;
+mod phase;
+mod setup;
+mod summary;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use common::math::argmax_rows;
+use models::Backbone;
+
+use crate::augment::Augment;
+use crate::checkpoint::{self, CheckpointState};
+use crate::error::TrainerError;
+use crate::metrics::Metrics;
+use crate::run::{DeviceKind, FitConfig};
+use epoch::{Pass, Rows, evaluate, head_forward, top_forward};
+use phase::{Phase, Session};
+use setup::Prepared;
+
+pub use crate::run::OptimizerKind;
+pub use summary::FitSummary;
+
+/// What `trainer fit` trains (the flags of `trainer fit --help`, defaults filled in).
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    pub backbone: Backbone,
+    /// DIR/train/<class>/* + DIR/val/<class>/* (or test/), or DIR/<class>/* with `val_split`.
+    pub data: PathBuf,
+    /// Run folder: checkpoints/, history.csv/json, run.json, best.bpk, metrics.json, *.png.
+    pub out: PathBuf,
+    /// Epochs of phase 1 (frozen backbone, new head).
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    /// SGD momentum (unused by Adam).
+    pub momentum: f64,
+    pub label_smoothing: f32,
+    /// Dropout before the dense layer of the head.
+    pub dropout: f64,
+    /// Comma list of flip,rotate,zoom,crop ("" or "none": no augmentation).
+    pub augment: String,
+    /// Cached views per training image when `augment` is set.
+    pub augment_views: usize,
+    /// Phase 2: unfreeze the top N backbone stages (0: no fine-tuning).
+    pub fine_tune_layers: usize,
+    /// Epochs of phase 2 (numbered after phase 1's).
+    pub fine_tune_epochs: usize,
+    /// Phase 2 learning rate = `lr` x this.
+    pub fine_tune_lr_factor: f64,
+    /// Continue the run in `out` from its last checkpoint (same settings required).
+    pub resume: bool,
+    pub seed: u64,
+    /// Folder with the ImageNet weights (None: $PERCH_WEIGHTS, else a download attempt).
+    pub weights_dir: Option<PathBuf>,
+    /// An explicit safetensors weights file (efficientnet-b0 user weights).
+    pub weights: Option<PathBuf>,
+    /// Fraction of each class held out for validation when `data` has no val/ or test/.
+    pub val_split: Option<f32>,
+    /// Use only the first N images of each class (train and val).
+    pub limit_per_class: Option<usize>,
+    /// Feature cache folder (None: RUN_DIR/cache).
+    pub cache_dir: Option<PathBuf>,
+    pub device: DeviceKind,
+}
+
+impl FitOptions {
+    /// The validated hyper-parameters stored in run.json.
+    fn config(&self) -> Result<FitConfig, TrainerError> {
+        let bad = |m: String| Err(TrainerError::InvalidArgument(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.fine_tune_lr_factor > 0.0) {
+            return bad(format!(
+                "--lr {} and --fine-tune-lr-factor {} must be positive",
+                self.lr, self.fine_tune_lr_factor
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!("--label-smoothing {} must be in [0, 1)", self.label_smoothing));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("--dropout {} must be in [0, 1)", self.dropout));
+        }
+        let augment: Augment = self.augment.parse()?;
+        Ok(FitConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            label_smoothing: self.label_smoothing,
+            dropout: self.dropout,
+            augment: augment.names(),
+            augment_views: if augment.is_none() { 1 } else { self.augment_views.max(1) },
+            fine_tune_layers: self.fine_tune_layers,
+            fine_tune_epochs: if self.fine_tune_layers > 0 { self.fine_tune_epochs } else { 0 },
+            fine_tune_lr_factor: self.fine_tune_lr_factor,
+        })
+    }
+}
+
+/// Trains (or resumes) a run. Returns the summary `trainer fit` prints.
+pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
+    let cfg = opts.config()?;
+    let run_dir = opts.out.clone();
+    setup::claim_run_dir(&run_dir, opts, &cfg)?;
+    let started = Instant::now();
+    let data = setup::prepare(opts, &cfg, &run_dir)?;
+
+    // Where to start: the last complete checkpoint when resuming.
+    let resume = if opts.resume { checkpoint::latest(&run_dir)? } else { None };
+    let resumed_from = resume.as_ref().map(|(_, s)| s.epoch);
+    if let Some(e) = resumed_from {
+        tracing::info!("resuming after epoch {e}");
+    }
+    let resumed: Option<CheckpointState> = resume.as_ref().map(|(_, s)| s.clone());
+    let info = data.run_info(opts, &cfg);
+    let mut session = Session::start(&run_dir, opts.seed, &cfg, &data, info, resumed, started)?;
+    let head = phase::train_head(&mut session, &cfg, &data, resume.as_ref())?;
+    if let (Some(fine), Some(boundary)) = (Phase::fine_tune(&cfg), data.boundary) {
+        phase::fine_tune(&mut session, &cfg, &fine, boundary, head, &data, resume.as_ref())?;
+    }
+
+    // The best model on the validation set.
+    let preds = best_val_predictions(&run_dir, &data, &session)?;
+    let truth: Vec<usize> = data.val.samples.iter().map(|s| s.label).collect();
+    let metrics = Metrics::compute(&data.labels, &truth, &preds);
+    metrics.write(&run_dir.join("metrics.json"))?;
+    crate::plots::write_all(&run_dir, &session.state.history, &metrics, &data.val.samples, &preds, &data.labels)?;
+    session.info.val_accuracy = metrics.accuracy;
+    session.info.finished = true;
+    session.info.write(&run_dir)?;
+
+    let timing = &session.timing;
+    let later = &timing.later_head;
+    Ok(FitSummary {
+        run_dir: run_dir.clone(),
+        backbone: opts.backbone,
+        classes: data.labels.len(),
+        train_images: data.train.samples.len(),
+        val_images: data.val.samples.len(),
+        features_computed: data.train.computed + data.val.computed,
+        features_from_cache: data.train.from_cache + data.val.from_cache,
+        skipped: data.skipped,
+        epochs_run: timing.epochs_run,
+        resumed_from,
+        first_epoch_seconds: timing.first_epoch_seconds.unwrap_or(0.0),
+        later_head_epoch_seconds: (!later.is_empty()).then(|| later.iter().sum::<f64>() / later.len() as f64),
+        best_epoch: session.state.best_epoch,
+        metrics,
+        history: session.state.history,
+    })
+}
+
+/// Predicted class of every validation image by the run's best model (`best.bpk`).
+fn best_val_predictions(run_dir: &Path, data: &Prepared, session: &Session) -> Result<Vec<usize>, TrainerError> {
+    let device = &session.device;
+    let (best, _) = checkpoint::load_best(run_dir, device)?;
+    let logits = match data.boundary {
+        Some(b) => {
+            let shape = data.val.act_shape.clone();
+            let forward = move |m: &checkpoint::TrainedModel, x: Vec<f32>, n: usize, d: &Device| {
+                top_forward(m, b, &shape, x, n, d)
+            };
+            let pass = Pass { forward: &forward, loss: &session.loss_val, device, batch: 64 };
+            evaluate(&best, &Rows::activations(&data.val), &pass).1
+        }
+        None => {
+            let pass = Pass { forward: &head_forward, loss: &session.loss_val, device, batch: 256 };
+            evaluate(&best.head, &Rows::features(&data.val), &pass).1
+        }
+    };
+    Ok(argmax_rows(&logits, data.labels.len()))
+}
