@@ -11,6 +11,7 @@ use edge_runtime::bench::{MeasureOptions, ReportOutputs};
 use edge_runtime::classify::ClassifyOptions;
 use edge_runtime::pipeline::RunOptions;
 use edge_runtime::sink::EmitFormat;
+use edge_runtime::source::{CaptureOptions, Flip, Roi, Rotation};
 use edge_runtime::{Int8Mode, LoadOptions};
 use models::{Backbone, ImageLimits};
 
@@ -32,6 +33,15 @@ pub enum Command {
     Run(RunArgs),
     /// Measure latency per model and thread count; `bench report` merges device reports.
     Bench(BenchArgs),
+    /// List capture devices: V4L2 cameras and their modes, Pi cameras (rpicam-vid), ffmpeg.
+    Devices(DevicesArgs),
+}
+
+#[derive(Args)]
+pub struct DevicesArgs {
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--threads N`: at least 1, the same range for every command.
@@ -115,7 +125,8 @@ impl ClassifyArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// camera:N | video:FILE | dir:DIR | synthetic[:FPS]
+    /// libcamera[:N] | camera:N | video:FILE | rtsp://... | http(s)://... | udp://... | dir:DIR |
+    /// synthetic[:FPS]
     #[arg(long, value_name = "SOURCE")]
     pub source: String,
     #[command(flatten)]
@@ -143,6 +154,45 @@ pub struct StreamArgs {
     /// Start a `dir:` source over when it ends (ignored, with a warning, for live sources).
     #[arg(long = "loop")]
     pub looping: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// How to capture (cameras, ffmpeg sources) and what part of each frame to classify. Ranges
+/// and combinations are checked by the library (`CaptureOptions::validate`), once.
+#[derive(Args, Clone)]
+pub struct CaptureArgs {
+    /// Frame width to capture (with --height); video and streams are scaled to it.
+    #[arg(long, value_name = "W")]
+    pub width: Option<u32>,
+    /// Frame height to capture (with --width).
+    #[arg(long, value_name = "H")]
+    pub height: Option<u32>,
+    /// Frames per second to ask of the camera (video and streams are resampled to it).
+    #[arg(long, value_name = "F")]
+    pub fps: Option<f64>,
+    /// Turn each frame clockwise by 0, 90, 180 or 270 degrees.
+    #[arg(long, value_name = "DEG", default_value = "0")]
+    pub rotate: Rotation,
+    /// Mirror each frame (after --rotate): h left-right, v upside down.
+    #[arg(long, value_name = "h|v")]
+    pub flip: Option<Flip>,
+    /// Classify only this region (pixels, of the rotated and flipped frame).
+    #[arg(long, value_name = "X,Y,W,H")]
+    pub roi: Option<Roi>,
+}
+
+impl CaptureArgs {
+    pub fn options(&self) -> CaptureOptions {
+        CaptureOptions {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            rotate: self.rotate,
+            flip: self.flip,
+            roi: self.roi,
+        }
+    }
 }
 
 impl StreamArgs {
@@ -152,6 +202,7 @@ impl StreamArgs {
             threshold: self.threshold,
             smooth: self.smooth.into(),
             top_k: self.top.top_k.into(),
+            transform: self.capture.options().transform(),
             ..RunOptions::default()
         }
     }
@@ -317,6 +368,31 @@ mod tests {
             let err = parse(zero).err().unwrap_or_else(|| panic!("{zero:?} accepted"));
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{zero:?}: {err}");
         }
+    }
+
+    fn run(args: &[&str]) -> Result<StreamArgs, clap::Error> {
+        let mut all = vec!["run", "--source", "synthetic", "--model", "m.onnx"];
+        all.extend_from_slice(args);
+        match parse(&all)?.command {
+            Command::Run(r) => Ok(r.stream),
+            _ => panic!("not a run command"),
+        }
+    }
+
+    #[test]
+    fn capture_flags_parse_into_the_library_options() {
+        let r = run(&["--width", "640", "--height", "480", "--fps", "15", "--rotate", "270", "--flip", "h"]).unwrap();
+        let c = r.capture.options();
+        assert_eq!((c.width, c.height, c.fps), (Some(640), Some(480), Some(15.0)));
+        assert_eq!((c.rotate, c.flip, c.roi), (Rotation::R270, Some(Flip::Horizontal), None));
+        let r = run(&["--roi", "10,20,100,50"]).unwrap();
+        assert_eq!(r.options().transform.roi, Some(Roi { x: 10, y: 20, width: 100, height: 50 }));
+        assert_eq!(r.capture.options(), CaptureOptions { roi: r.capture.roi, ..CaptureOptions::default() });
+        for bad in [&["--rotate", "45"][..], &["--flip", "d"], &["--roi", "1,2,3"], &["--width", "x"]] {
+            let err = run(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}: {err}");
+        }
+        assert!(matches!(parse(&["devices", "--json"]).unwrap().command, Command::Devices(DevicesArgs { json: true })));
     }
 
     #[test]

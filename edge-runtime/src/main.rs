@@ -4,9 +4,10 @@
 //! Exit codes:
 //! - 0: success
 //! - 1: error (model cannot be loaded, no inputs found, output cannot be written, ...)
-//! - 2: usage error (bad flags, bad `--source`)
-//! - 3: finished, but some inputs were skipped (unreadable, corrupt or empty images)
-//! - 4: the source was lost mid-stream (camera gone after retries); the summary is printed
+//! - 2: usage error (bad flags, bad `--source`, bad capture settings, a `--roi` outside the frame)
+//! - 3: finished, but some inputs were skipped (unreadable, corrupt, truncated or empty images)
+//! - 4: the source was lost mid-stream (camera, capture program or stream gone after retries);
+//!   the summary is printed
 
 mod cli;
 
@@ -17,10 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, ModelArgs, StreamArgs};
+use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, DevicesArgs, ModelArgs, StreamArgs};
 use edge_runtime::classify::{self, Outcome};
 use edge_runtime::source::{self, SourceSpec};
-use edge_runtime::{Classifier, RuntimeError, bench, pipeline, sink};
+use edge_runtime::{Classifier, RuntimeError, bench, devices, pipeline, sink};
 
 const EXIT_ERROR: u8 = 1;
 // 2 (usage) is clap's own exit code for bad flags; a bad --source value uses it too.
@@ -37,11 +38,14 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Command::Bench(args) => bench_cmd(args).map(|_| ExitCode::SUCCESS),
+        Command::Devices(args) => devices_cmd(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::from(match e.downcast_ref::<RuntimeError>() {
-            Some(RuntimeError::BadSource(_)) => EXIT_USAGE,
+            Some(RuntimeError::BadSource(_) | RuntimeError::BadCapture(_) | RuntimeError::RoiOutside { .. }) => {
+                EXIT_USAGE
+            }
             Some(RuntimeError::SourceLost { .. }) => EXIT_SOURCE_LOST,
             _ => EXIT_ERROR,
         })
@@ -101,7 +105,7 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
 
 fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
     // Open the source before the (slower) model load so a missing camera fails fast.
-    let source = source::open(&spec, args.looping, args.model.limits())?;
+    let source = source::open_with(&spec, args.looping, args.model.limits(), &args.capture.options())?;
     if args.looping && source.is_live() {
         eprintln!(
             "warning: --loop ignored: {} is a live source and never ends (--loop restarts dir: sources)",
@@ -123,6 +127,18 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
         None if !outcome.summary.skipped.is_empty() => Ok(ExitCode::from(EXIT_SKIPPED)),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+fn devices_cmd(args: DevicesArgs) -> anyhow::Result<ExitCode> {
+    let report = devices::scan();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", devices::render_text(&report))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_cmd(args: BenchArgs) -> anyhow::Result<()> {

@@ -10,13 +10,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::softmax;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use models::Preprocessor;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Skipped;
 use crate::error::{Result, RuntimeError};
-use crate::model::{Classifier, softmax};
+use crate::model::Classifier;
 use crate::sink::rfc3339_utc;
 use crate::sink::{FrameResult, Sink, UNKNOWN};
 use crate::source::{Fetch, Frame, FrameSource, Transform};

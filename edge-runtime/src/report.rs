@@ -167,7 +167,10 @@ impl MergedReport {
         for ((source, report), label) in reports.into_iter().zip(labels) {
             results.extend(report.results.into_iter().map(|result| MergedRow { device: label.clone(), result }));
             match devices.iter_mut().find(|d| d.device == report.device) {
-                Some(known) => known.source = format!("{}, {source}", known.source),
+                Some(known) => {
+                    known.source = format!("{}, {source}", known.source);
+                    known.device.keep_worst_thermal(&report.device);
+                }
                 None => devices.push(MergedDevice { label, source, device: report.device }),
             }
         }
@@ -216,6 +219,16 @@ impl MergedReport {
                 list_or_dash(&i.target_features),
                 list_or_dash(&i.cpu_features),
             ));
+        }
+        // SoC temperature and Raspberry Pi throttling, where the device recorded them.
+        let thermal: Vec<String> = self
+            .devices
+            .iter()
+            .filter_map(|d| Some(format!("- {}: {}\n", d.label, d.device.thermal_note()?)))
+            .collect();
+        if !thermal.is_empty() {
+            md.push_str("\nThermal state before and after the run:\n\n");
+            md.push_str(&thermal.concat());
         }
         md.push_str("\n## Results\n\nLatency is inference only, over the measured iterations after warm-up. ");
         md.push_str("Preprocessing (decode + resize + normalize) is measured separately; ");
@@ -475,6 +488,33 @@ mod tests {
         assert_eq!(merged.devices[0].source, "fp32.json, int8.json");
         assert!(merged.results.iter().all(|r| r.device == "EPYC (4 cores)"));
         assert_eq!(merged.results.len(), 2);
+    }
+
+    #[test]
+    fn the_markdown_says_when_a_device_was_throttled() {
+        let state = |raw: &str| crate::device::ThermalState {
+            soc_temp_c: Some(80.5),
+            zones: vec![],
+            throttled: crate::device::parse_throttled(raw),
+        };
+        let pc = BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0)] };
+        let mut pi = BenchReport { device: device("Cortex-A72", Some("Pi 4")), results: vec![row("m.onnx", 1, 60.0)] };
+        pi.device.thermal_before = Some(state("throttled=0x0"));
+        let md = MergedReport::merge(vec![("a.json".into(), pc), ("b.json".into(), pi.clone())]).unwrap().to_markdown();
+        assert!(md.contains("- Pi 4: SoC 80.5 °C before, ? after; not throttled"), "{md}");
+        assert!(!md.contains("EPYC (4 cores): "), "no thermal line without a recording:\n{md}");
+        // A later run on the same Pi that was throttled: still one device, and the warning shows.
+        let mut hot = pi.clone();
+        hot.device.thermal_after = Some(state("throttled=0x50005"));
+        let merged = MergedReport::merge(vec![("b.json".into(), pi), ("c.json".into(), hot)]).unwrap();
+        assert_eq!(merged.devices.len(), 1);
+        let md = merged.to_markdown();
+        assert!(
+            md.contains(
+                "- Pi 4: SoC 80.5 °C before, 80.5 °C after; **throttled** (at the end: under-voltage, throttled"
+            ),
+            "{md}"
+        );
     }
 
     #[test]

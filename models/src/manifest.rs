@@ -182,7 +182,7 @@ impl Manifest {
             return Err(ModelsError::Manifest("no labels".into()));
         }
         let p = &self.preprocessing;
-        if p.width == 0 || p.height == 0 || p.std.iter().any(|s| *s == 0.0) {
+        if p.width == 0 || p.height == 0 || p.std.contains(&0.0) {
             return Err(ModelsError::Manifest("preprocessing has a zero size or a zero std".into()));
         }
         Ok(())

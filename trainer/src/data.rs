@@ -20,6 +20,9 @@ pub struct Sample {
     pub label: usize,
 }
 
+/// Files left out, with the reason (not an image, unreadable, ...).
+pub type Skipped = Vec<(PathBuf, String)>;
+
 #[derive(Debug, Clone)]
 pub struct Splits {
     pub labels: Labels,
@@ -218,10 +221,7 @@ pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
 
 /// A labelled folder for evaluation: `DIR/val/` or `DIR/test/` if present, else `DIR`; its class
 /// folders must be among `labels` (a run's classes), matched by name.
-pub fn open_labelled_folder(
-    dir: &Path,
-    labels: &Labels,
-) -> Result<(Vec<Sample>, Vec<(PathBuf, String)>), TrainerError> {
+pub fn open_labelled_folder(dir: &Path, labels: &Labels) -> Result<(Vec<Sample>, Skipped), TrainerError> {
     if !dir.is_dir() {
         return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/<class>/ (or DIR/val/<class>/)"));
     }

@@ -142,7 +142,6 @@ mod tests {
         });
         let mut out = Vec::new();
         image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
-        assert!(out.windows(2).any(|w| w == [0xFF, 0x00]));
         out
     }
 
@@ -172,6 +171,7 @@ mod tests {
     #[test]
     fn concatenated_jpegs_come_out_whole_whatever_the_read_size() {
         let frames = [jpeg(64, 48, 1), jpeg(32, 32, 2), jpeg(80, 60, 3)];
+        assert!(frames[0].windows(2).any(|w| w == [0xFF, 0x00]), "scan data with stuffed FF bytes");
         let stream = frames.concat();
         for read_size in [1, 7, 4096, 1 << 20] {
             let pieces = split_all(&stream, read_size);

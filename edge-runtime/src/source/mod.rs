@@ -32,8 +32,8 @@ pub use camera::camera_modes;
 pub use camera::{CameraMode, PixelFormat, choose_mode, yuyv_to_rgb};
 pub use capture::{CaptureOptions, Flip, Roi, Rotation, Transform};
 pub use ffmpeg::FFMPEG_INSTALL;
-pub use ffmpeg::ffmpeg_args;
 pub use ffmpeg::FfmpegSource;
+pub use ffmpeg::ffmpeg_args;
 pub use libcamera::{LIBCAMERA_INSTALL, LIBCAMERA_PROGRAMS, LibcameraSource, libcamera_args};
 pub use process::{find_on_path, run_with_timeout};
 

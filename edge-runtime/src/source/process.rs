@@ -238,11 +238,6 @@ impl ChildStream {
             }
         }
     }
-
-    /// Frames that arrived while an older one was still waiting (live sources only).
-    pub fn replaced(&self) -> u64 {
-        self.queue.dropped()
-    }
 }
 
 impl Drop for ChildStream {

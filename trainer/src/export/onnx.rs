@@ -370,9 +370,10 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::calibrate::{CalibrationMethod, TensorProbe, calibrate};
+    use crate::export::calibrate::{TensorProbe, calibrate};
     use crate::export::quantize::quantized_tensors;
     use crate::export::reference;
+    use models::manifest::CalibrationMethod;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn constant(rng: &mut StdRng, shape: &[usize], scale: f32) -> Constant {
@@ -443,7 +444,7 @@ mod tests {
     }
 
     fn run(bytes: &[u8], graph: &Graph, x: &[f32]) -> Vec<f32> {
-        let probe = TensorProbe::new(bytes, graph.input_chw, &[graph.output.clone()]).unwrap();
+        let probe = TensorProbe::new(bytes, graph.input_chw, std::slice::from_ref(&graph.output)).unwrap();
         probe.run(x).unwrap().remove(0)
     }
 

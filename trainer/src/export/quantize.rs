@@ -133,8 +133,8 @@ mod tests {
             assert!((back - wv).abs() <= q.weight_scales[i / 3] / 2.0 + 1e-9, "{i}: {back} vs {wv}");
         }
         let bq = q.bias.unwrap();
-        for o in 0..2 {
-            let back = bq[o] as f32 * 0.02 * q.weight_scales[o];
+        for (o, bv) in bq.iter().enumerate() {
+            let back = *bv as f32 * 0.02 * q.weight_scales[o];
             assert!((back - b.values[o]).abs() < 1e-6);
         }
     }

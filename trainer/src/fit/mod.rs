@@ -9,9 +9,9 @@
 //! `--resume` continues from the last checkpoint and gives the same result as an uninterrupted
 //! run (shuffling, augmentation views and dropout are seeded from seed + epoch).
 //!
-//! Layout: [`setup`] claims the run folder, opens the data and extracts the features;
-//! [`phase`] holds the phases and the one epoch loop that runs each; [`epoch`] one pass over
-//! cached rows; [`summary`] what is printed at the end.
+//! Layout: `setup` claims the run folder, opens the data and extracts the features;
+//! `phase` holds the phases and the one epoch loop that runs each; `epoch` one pass over
+//! cached rows; `summary` what is printed at the end.
 
 mod epoch;
 mod phase;
@@ -91,7 +91,9 @@ impl FitOptions {
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.fine_tune_lr_factor > 0.0) {
+        let lr_ok = self.lr > 0.0 && self.lr.is_finite();
+        let factor_ok = self.fine_tune_lr_factor > 0.0;
+        if !lr_ok || !factor_ok {
             return bad(format!(
                 "--lr {} and --fine-tune-lr-factor {} must be positive",
                 self.lr, self.fine_tune_lr_factor
