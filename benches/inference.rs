@@ -19,7 +19,12 @@ fn inference(c: &mut Criterion) {
             eprintln!("skipping {backbone}: {} not found (set PERCH_WEIGHTS)", model.display());
             continue;
         }
-        let opts = LoadOptions { preset: Some(backbone), labels: Some(labels.clone()), threads: Some(1), ..LoadOptions::new(&model) };
+        let opts = LoadOptions {
+            preset: Some(backbone),
+            labels: Some(labels.clone()),
+            threads: Some(1),
+            ..LoadOptions::new(&model)
+        };
         let classifier = match Classifier::load(&opts) {
             Ok(c) => c,
             Err(e) => {
@@ -35,7 +40,9 @@ fn inference(c: &mut Criterion) {
                 continue;
             }
         };
-        group.bench_function(format!("{file}/fp32/1-thread"), |b| b.iter(|| classifier.infer(&input).map(|l| l.len()).unwrap_or(0)));
+        group.bench_function(format!("{file}/fp32/1-thread"), |b| {
+            b.iter(|| classifier.infer(&input).map(|l| l.len()).unwrap_or(0))
+        });
     }
     group.finish();
 }

@@ -31,7 +31,9 @@ fn preprocess(c: &mut Criterion) {
             group.bench_function(format!("{backbone}/full/{}", src.name), |b| {
                 b.iter(|| src.preprocess(&mut pre).map(|t| t.len()).unwrap_or(0))
             });
-            let Ok(decoded) = models::preprocess::decode_image(&src.bytes, "bench.jpg".as_ref(), ImageLimits::default()) else {
+            let Ok(decoded) =
+                models::preprocess::decode_image(&src.bytes, "bench.jpg".as_ref(), ImageLimits::default())
+            else {
                 continue;
             };
             let rgb = models::preprocess::to_rgb8(decoded);

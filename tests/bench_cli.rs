@@ -11,8 +11,20 @@ use serde_json::Value;
 
 /// The row fields the issue names; renaming any breaks other tools.
 const ROW_FIELDS: [&str; 14] = [
-    "model", "precision", "threads", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "fps",
-    "preprocess_ms", "rss_peak_mb", "model_bytes",
+    "model",
+    "precision",
+    "threads",
+    "load_ms",
+    "first_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "min_ms",
+    "fps",
+    "preprocess_ms",
+    "rss_peak_mb",
+    "model_bytes",
 ];
 
 fn edge_runtime(args: &[&str]) -> Output {
@@ -66,7 +78,18 @@ fn schema_round_trips_with_the_issue_field_names() {
         assert!(obj.contains_key(*field), "row lacks {field}: {json}");
     }
     assert!(obj["rss_peak_mb"].is_null(), "unknown RSS is null, not 0");
-    for field in ["cpu_model", "cores", "arch", "os", "kernel", "board", "perch_version", "tract_version", "build_profile", "target_features"] {
+    for field in [
+        "cpu_model",
+        "cores",
+        "arch",
+        "os",
+        "kernel",
+        "board",
+        "perch_version",
+        "tract_version",
+        "build_profile",
+        "target_features",
+    ] {
         assert!(v["device"].get(field).is_some(), "device lacks {field}");
     }
     // A report with only the issue's fields (e.g. from an older perch or another tool) still reads.
@@ -81,7 +104,17 @@ fn schema_round_trips_with_the_issue_field_names() {
 #[test]
 fn refuses_bad_settings_with_clear_errors() {
     let (model, labels) = mobilenet();
-    let o = edge_runtime(&["bench", "--model", s(&model), "--preset", "mobilenetv2", "--labels", s(&labels), "--iterations", "0"]);
+    let o = edge_runtime(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--preset",
+        "mobilenetv2",
+        "--labels",
+        s(&labels),
+        "--iterations",
+        "0",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--iterations must be at least 1"), "{}", stderr(&o));
     let o = edge_runtime(&["bench", "--model", "no/such/model.onnx"]);
@@ -94,7 +127,11 @@ fn refuses_bad_settings_with_clear_errors() {
     std::fs::write(&foreign, "[1, 2, 3]").unwrap();
     let o = edge_runtime(&["bench", "report", s(&foreign)]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("foreign.json") && stderr(&o).contains("not an edge-runtime bench report"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("foreign.json") && stderr(&o).contains("not an edge-runtime bench report"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Measures the real MobileNetV2 reference model (few iterations: correctness, not speed),
@@ -106,8 +143,23 @@ fn bench_measures_a_real_model_and_report_merges_two_devices() {
     let here = dir.path().join("here.json");
     let photo = perch::dataset_dir("hymenoptera").join("val/bees/1032546534_06907fe3b3.jpg");
     let o = edge_runtime(&[
-        "bench", "--model", s(&model), "--preset", "mobilenetv2", "--labels", s(&labels), "--threads", "1,2",
-        "--warmup", "1", "--iterations", "4", "--image", s(&photo), "--json", s(&here),
+        "bench",
+        "--model",
+        s(&model),
+        "--preset",
+        "mobilenetv2",
+        "--labels",
+        s(&labels),
+        "--threads",
+        "1,2",
+        "--warmup",
+        "1",
+        "--iterations",
+        "4",
+        "--image",
+        s(&photo),
+        "--json",
+        s(&here),
     ]);
     assert!(o.status.success(), "bench failed: {}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
@@ -152,9 +204,19 @@ fn bench_measures_a_real_model_and_report_merges_two_devices() {
     let pi_path = dir.path().join("pi4.json");
     pi.write_json(&pi_path).unwrap();
 
-    let (md, png, merged) = (dir.path().join("report.md"), dir.path().join("latency.png"), dir.path().join("merged.json"));
+    let (md, png, merged) =
+        (dir.path().join("report.md"), dir.path().join("latency.png"), dir.path().join("merged.json"));
     let o = edge_runtime(&[
-        "bench", "report", s(&here), s(&pi_path), "--markdown", s(&md), "--plot", s(&png), "--json", s(&merged),
+        "bench",
+        "report",
+        s(&here),
+        s(&pi_path),
+        "--markdown",
+        s(&md),
+        "--plot",
+        s(&png),
+        "--json",
+        s(&merged),
     ]);
     assert!(o.status.success(), "report failed: {}", stderr(&o));
     let md = std::fs::read_to_string(&md).unwrap();
@@ -163,7 +225,13 @@ fn bench_measures_a_real_model_and_report_merges_two_devices() {
     let result_rows = md.lines().filter(|l| l.contains("| mobilenet_v2_1.0_224.onnx | fp32 |")).count();
     assert_eq!(result_rows, 3, "2 rows from here + 1 from the Pi:\n{md}");
     let pi_p50 = pi.results[0].p50_ms;
-    assert!(md.contains(&format!("| mobilenet_v2_1.0_224.onnx (fp32) | 2 | {:.2} | - |", rows[1]["p50_ms"].as_f64().unwrap())), "{md}");
+    assert!(
+        md.contains(&format!(
+            "| mobilenet_v2_1.0_224.onnx (fp32) | 2 | {:.2} | - |",
+            rows[1]["p50_ms"].as_f64().unwrap()
+        )),
+        "{md}"
+    );
     assert!(md.contains(&format!(" | {pi_p50:.2} |")), "{md}");
 
     let m: Value = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();

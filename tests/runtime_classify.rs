@@ -12,8 +12,7 @@ use runtime_support::*;
 use serde_json::Value;
 
 fn reference() -> Value {
-    let text = std::fs::read_to_string(perch::fixture("reference_outputs.json"))
-        .expect("reference_outputs.json");
+    let text = std::fs::read_to_string(perch::fixture("reference_outputs.json")).expect("reference_outputs.json");
     serde_json::from_str(&text).expect("reference JSON")
 }
 
@@ -26,22 +25,13 @@ fn classify_json_matches_onnxruntime_on_the_same_inputs() {
     let reference = reference();
     for model in [MOBILENET, LITE0] {
         let expected = &reference["models"][model.file]["images"];
-        let mut args = vec![
-            "classify".to_string(),
-            "--json".into(),
-            "--top-k".into(),
-            "5".into(),
-        ];
+        let mut args = vec!["classify".to_string(), "--json".into(), "--top-k".into(), "5".into()];
         args.extend(model.args());
         args.push(s(&photos_dir()));
         let out = edge_runtime(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let lines = json_lines(&out);
-        assert_eq!(
-            lines.len(),
-            expected.as_object().unwrap().len(),
-            "one line per photo"
-        );
+        assert_eq!(lines.len(), expected.as_object().unwrap().len(), "one line per photo");
         let mut pre = Preprocessor::new(backbone(model.preset).preprocessing());
         for line in lines {
             let path = line["path"].as_str().unwrap();
@@ -49,9 +39,7 @@ fn classify_json_matches_onnxruntime_on_the_same_inputs() {
             let want = &expected[name];
             // The fixture was made from perch's tensor: make sure it is still the same tensor,
             // so a failure below means inference differs, not preprocessing.
-            let tensor = pre
-                .tensor_from_file(Path::new(path), ImageLimits::default())
-                .unwrap();
+            let tensor = pre.tensor_from_file(Path::new(path), ImageLimits::default()).unwrap();
             let sum: f64 = tensor.iter().map(|v| *v as f64).sum();
             let want_sum = want["perch_input_sum"].as_f64().unwrap();
             assert!(
@@ -68,11 +56,7 @@ fn classify_json_matches_onnxruntime_on_the_same_inputs() {
                     model.file
                 );
                 let (gs, ws) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
-                assert!(
-                    (gs - ws).abs() < 1e-4,
-                    "{} {name}: score {gs} vs onnxruntime {ws}",
-                    model.file
-                );
+                assert!((gs - ws).abs() < 1e-4, "{} {name}: score {gs} vs onnxruntime {ws}", model.file);
                 assert!(g["label"].as_str().is_some_and(|l| !l.is_empty()));
             }
             assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
@@ -90,16 +74,11 @@ const PIL_MEAN_LEVELS: f64 = 0.5;
 #[test]
 fn preprocessing_matches_pil_within_a_few_levels() {
     let reference = reference();
-    let positions: Vec<[usize; 3]> =
-        serde_json::from_value(reference["positions"].clone()).unwrap();
+    let positions: Vec<[usize; 3]> = serde_json::from_value(reference["positions"].clone()).unwrap();
     for model in [MOBILENET, LITE0] {
         let mut pre = Preprocessor::new(backbone(model.preset).preprocessing());
-        for (name, want) in reference["models"][model.file]["images"]
-            .as_object()
-            .unwrap()
-        {
-            let img =
-                to_rgb8(load_image(&photos_dir().join(name), ImageLimits::default()).unwrap());
+        for (name, want) in reference["models"][model.file]["images"].as_object().unwrap() {
+            let img = to_rgb8(load_image(&photos_dir().join(name), ImageLimits::default()).unwrap());
             let ours = pre.resize_rgb(&img).unwrap();
             let pil: Vec<i32> = serde_json::from_value(want["pil_u8_samples"].clone()).unwrap();
             let diffs: Vec<i32> = positions
@@ -141,29 +120,16 @@ fn chelsea_the_cat_is_a_cat_for_both_reference_models() {
     args.push(chelsea);
     let out = edge_runtime(&args);
     assert!(out.status.success());
-    assert!(
-        stdout(&out).contains("chelsea.png") && stdout(&out).contains("cat"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("chelsea.png") && stdout(&out).contains("cat"), "{}", stdout(&out));
 }
 
 #[test]
 fn grayscale_alpha_and_16_bit_images_are_converted() {
     let dir = tempfile::tempdir().unwrap();
     let chelsea = image::open(photos_dir().join("chelsea.png")).unwrap();
-    chelsea
-        .to_luma8()
-        .save(dir.path().join("gray.png"))
-        .unwrap();
-    chelsea
-        .to_rgba8()
-        .save(dir.path().join("rgba.png"))
-        .unwrap();
-    chelsea
-        .to_rgb16()
-        .save(dir.path().join("rgb16.png"))
-        .unwrap();
+    chelsea.to_luma8().save(dir.path().join("gray.png")).unwrap();
+    chelsea.to_rgba8().save(dir.path().join("rgba.png")).unwrap();
+    chelsea.to_rgb16().save(dir.path().join("rgb16.png")).unwrap();
     let mut args = vec!["classify".to_string(), "--json".into()];
     args.extend(LITE0.args());
     args.push(s(dir.path()));
@@ -171,10 +137,7 @@ fn grayscale_alpha_and_16_bit_images_are_converted() {
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
-    for line in lines
-        .iter()
-        .filter(|l| !l["path"].as_str().unwrap().ends_with("gray.png"))
-    {
+    for line in lines.iter().filter(|l| !l["path"].as_str().unwrap().ends_with("gray.png")) {
         assert!(is_cat(line["top"][0]["index"].as_i64().unwrap()), "{line}");
     }
 }
@@ -187,11 +150,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (&b"IHDR"[..], &ihdr[..]),
-        (b"IDAT", &[0x78, 0x9c, 0, 0, 0, 0]),
-        (b"IEND", &[]),
-    ] {
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &[0x78, 0x9c, 0, 0, 0, 0]), (b"IEND", &[])] {
         let mut chunk = kind.to_vec();
         chunk.extend(data);
         png.extend((data.len() as u32).to_be_bytes());
@@ -206,11 +165,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -224,11 +179,7 @@ fn bad_images_are_skipped_counted_and_reported_while_good_ones_are_classified() 
     std::fs::write(d.join("a_good.png"), &chelsea).unwrap();
     std::fs::write(d.join("b_truncated.png"), &chelsea[..chelsea.len() / 2]).unwrap();
     std::fs::write(d.join("c_empty.jpg"), b"").unwrap();
-    std::fs::write(
-        d.join("d_corrupt.jpg"),
-        b"\xff\xd8\xff\xe0 this is not really a jpeg",
-    )
-    .unwrap();
+    std::fs::write(d.join("d_corrupt.jpg"), b"\xff\xd8\xff\xe0 this is not really a jpeg").unwrap();
     std::fs::write(d.join("e_text.png"), b"hello, I am a text file").unwrap();
     std::fs::write(d.join("f_huge.png"), png_header_only(60_000, 60_000)).unwrap();
     std::fs::write(d.join("notes.txt"), b"not an image extension: ignored").unwrap();
@@ -238,11 +189,7 @@ fn bad_images_are_skipped_counted_and_reported_while_good_ones_are_classified() 
     args.push(s(&d.join("missing.jpg")));
     let out = edge_runtime(&args);
     let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "exit 3 = some inputs skipped\n{err}"
-    );
+    assert_eq!(out.status.code(), Some(3), "exit 3 = some inputs skipped\n{err}");
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1, "only the good image is classified");
     assert!(lines[0]["path"].as_str().unwrap().ends_with("a_good.png"));
@@ -255,10 +202,7 @@ fn bad_images_are_skipped_counted_and_reported_while_good_ones_are_classified() 
         ("f_huge.png", "60000x60000, larger than the limit"),
         ("missing.jpg", "does not exist"),
     ] {
-        let line = err
-            .lines()
-            .find(|l| l.contains(file))
-            .unwrap_or_else(|| panic!("{file} not reported:\n{err}"));
+        let line = err.lines().find(|l| l.contains(file)).unwrap_or_else(|| panic!("{file} not reported:\n{err}"));
         assert!(line.starts_with("skipped") && line.contains(why), "{line}");
     }
     assert!(!err.contains("notes.txt"));
@@ -267,19 +211,13 @@ fn bad_images_are_skipped_counted_and_reported_while_good_ones_are_classified() 
 
 #[test]
 fn a_huge_image_is_refused_under_max_pixels() {
-    let mut args = vec![
-        "classify".to_string(),
-        "--max-pixels".into(),
-        "10000".into(),
-    ];
+    let mut args = vec!["classify".to_string(), "--max-pixels".into(), "10000".into()];
     args.extend(LITE0.args());
     args.push(s(&photos_dir().join("chelsea.png")));
     let out = edge_runtime(&args);
     assert_eq!(out.status.code(), Some(3));
     assert!(
-        stderr(&out).contains(
-            "451x300, larger than the limit of 10000 pixels (raise it with --max-pixels)"
-        ),
+        stderr(&out).contains("451x300, larger than the limit of 10000 pixels (raise it with --max-pixels)"),
         "{}",
         stderr(&out)
     );
@@ -312,44 +250,24 @@ fn bad_models_are_clear_errors() {
 
     std::fs::write(d.join("text.onnx"), "name,score\nfoo,1\n".repeat(50)).unwrap();
     let err = model_error(&d.join("text.onnx"), &preset);
-    assert!(
-        err.contains("text.onnx is not a readable ONNX model"),
-        "{err}"
-    );
+    assert!(err.contains("text.onnx is not a readable ONNX model"), "{err}");
 
     let full = std::fs::read(MOBILENET.path()).unwrap();
     std::fs::write(d.join("truncated.onnx"), &full[..full.len() / 3]).unwrap();
     let err = model_error(&d.join("truncated.onnx"), &preset);
-    assert!(
-        err.contains("truncated.onnx is not a readable ONNX model")
-            && err.contains("copy it again"),
-        "{err}"
-    );
+    assert!(err.contains("truncated.onnx is not a readable ONNX model") && err.contains("copy it again"), "{err}");
 
     // The reference models carry no perch manifest.
     let err = model_error(&MOBILENET.path(), &[]);
-    assert!(
-        err.contains("no perch manifest") && err.contains("--preset") && err.contains("--labels"),
-        "{err}"
-    );
+    assert!(err.contains("no perch manifest") && err.contains("--preset") && err.contains("--labels"), "{err}");
     let err = model_error(&MOBILENET.path(), &["--preset", "mobilenetv2"]);
     assert!(err.contains("--preset mobilenetv2 needs --labels"), "{err}");
 
-    std::fs::write(
-        d.join("ten.txt"),
-        (0..10).map(|i| format!("class{i}\n")).collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(d.join("ten.txt"), (0..10).map(|i| format!("class{i}\n")).collect::<String>()).unwrap();
     let ten = s(&d.join("ten.txt"));
-    let err = model_error(
-        &MOBILENET.path(),
-        &["--preset", "mobilenetv2", "--labels", &ten],
-    );
+    let err = model_error(&MOBILENET.path(), &["--preset", "mobilenetv2", "--labels", &ten]);
     assert!(err.contains("has 1001 outputs but 10 labels"), "{err}");
-    let err = model_error(
-        &LITE0.path(),
-        &["--preset", "efficientnet-lite0", "--labels", &ten],
-    );
+    let err = model_error(&LITE0.path(), &["--preset", "efficientnet-lite0", "--labels", &ten]);
     assert!(err.contains("has 1000 outputs but 10 labels"), "{err}");
 }
 
@@ -362,15 +280,9 @@ fn no_images_at_all_is_an_error_and_bad_flags_are_usage_errors() {
     args.push(s(dir.path()));
     let out = edge_runtime(&args);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("no image files found"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("no image files found"), "{}", stderr(&out));
 
-    let out = edge_runtime(&[
-        "classify", "--model", "m.onnx", "--preset", "resnet50", "x.jpg",
-    ]);
+    let out = edge_runtime(&["classify", "--model", "m.onnx", "--preset", "resnet50", "x.jpg"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("resnet50"), "{}", stderr(&out));
 }

@@ -301,60 +301,29 @@ fn bad_input_is_a_clear_error_or_a_counted_skip() {
 fn flags_that_would_be_ignored_are_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
     let hym = perch::dataset_dir("hymenoptera");
-    let (run, cache) = (tmp.path().join("run"), tmp.path().join("cache"));
+    let cache = tmp.path().join("cache");
+    let quick_fit = |run: &str, extra: &[&str]| {
+        let mut args = vec!["fit", "--backbone", "mobilenetv2", "--data", hym.to_str().unwrap()];
+        let out = tmp.path().join(run);
+        args.extend(["--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()]);
+        args.extend(["--epochs", "1", "--limit-per-class", "4"]);
+        args.extend_from_slice(extra);
+        let out = run_ok(trainer().args(&args));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     // Adam ignores --momentum; no --fine-tune-layers ignores its two flags; no --augment
     // ignores --augment-views. The run itself goes ahead.
-    let out = run_ok(trainer().args([
-        "fit",
-        "--backbone",
-        "mobilenetv2",
-        "--data",
-        hym.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--limit-per-class",
-        "4",
-        "--momentum",
-        "0.5",
-        "--fine-tune-epochs",
-        "2",
-        "--fine-tune-lr-factor",
-        "0.5",
-        "--augment-views",
-        "3",
-    ]));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = quick_fit(
+        "run",
+        &["--momentum", "0.5", "--fine-tune-epochs", "2", "--fine-tune-lr-factor", "0.5", "--augment-views", "3"],
+    );
     for flag in ["--momentum", "--fine-tune-epochs", "--fine-tune-lr-factor", "--augment-views"] {
         assert!(
             err.lines().any(|l| l.contains("WARN") && l.contains(&format!("{flag} is ignored"))),
             "no warning for {flag}: {err}"
         );
     }
-    // The same flags where they are used: no warning.
-    let used = tmp.path().join("used");
-    let out = run_ok(trainer().args([
-        "fit",
-        "--backbone",
-        "mobilenetv2",
-        "--data",
-        hym.to_str().unwrap(),
-        "--out",
-        used.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--limit-per-class",
-        "4",
-        "--optimizer",
-        "sgd",
-        "--momentum",
-        "0.5",
-    ]));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The same flag where it is used: no warning.
+    let err = quick_fit("used", &["--optimizer", "sgd", "--momentum", "0.5"]);
     assert!(!err.contains("is ignored"), "{err}");
 }

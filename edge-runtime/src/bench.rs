@@ -15,7 +15,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use models::{Backbone, ImageLimits, Preprocessor};
 
-use crate::device::{DeviceInfo, peak_rss_mb};
+use crate::device::{DeviceInfo, ThermalState, peak_rss_mb};
 use crate::error::RuntimeError;
 use crate::int8::{self, Int8Mode};
 use crate::model::{Classifier, LoadOptions, read_proto};
@@ -208,6 +208,8 @@ pub fn run_measure(args: &MeasureOptions) -> anyhow::Result<()> {
     let jobs = args.jobs()?;
     // Fail on a bad --image now, not once per child.
     ImageSource::open(args.image.as_deref())?;
+    // SoC temperature and throttling before the run; the device block adds the state after it.
+    let thermal_before = ThermalState::read();
     let exe = std::env::current_exe().map_err(|source| BenchError::Spawn { exe: "edge-runtime".into(), source })?;
     let mut results = Vec::new();
     let mut failures = Vec::new();
@@ -228,7 +230,7 @@ pub fn run_measure(args: &MeasureOptions) -> anyhow::Result<()> {
             }
         }
     }
-    let report = BenchReport { device: DeviceInfo::detect(), results };
+    let report = BenchReport { device: DeviceInfo::detect().with_thermal_before(thermal_before), results };
     if !report.results.is_empty() {
         if let Some(path) = &args.outputs.json {
             report.write_json(path)?;

@@ -133,10 +133,7 @@ impl FromStr for Backbone {
     type Err = ModelsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Backbone::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| ModelsError::UnknownBackbone(s.to_string()))
+        Backbone::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| ModelsError::UnknownBackbone(s.to_string()))
     }
 }
 

@@ -9,7 +9,9 @@ pub enum ModelsError {
     EmptyFile { path: PathBuf },
     #[error("cannot decode image {path}: {reason}")]
     Decode { path: PathBuf, reason: String },
-    #[error("image {path} is {width}x{height}, larger than the limit of {max_pixels} pixels (raise it with --max-pixels)")]
+    #[error(
+        "image {path} is {width}x{height}, larger than the limit of {max_pixels} pixels (raise it with --max-pixels)"
+    )]
     TooLarge { path: PathBuf, width: u32, height: u32, max_pixels: u64 },
     #[error("image {path} has a zero dimension ({width}x{height})")]
     ZeroSize { path: PathBuf, width: u32, height: u32 },

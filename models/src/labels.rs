@@ -13,8 +13,8 @@ impl Labels {
     /// One label per line; trailing blank lines are ignored, blank lines inside are kept
     /// (as empty names) so indices never shift.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelsError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelsError::Io { path: path.to_path_buf(), source })?;
         let mut names: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
         while names.last().is_some_and(|l| l.trim().is_empty()) {
             names.pop();

@@ -14,9 +14,9 @@ pub mod record;
 pub use backbone::Backbone;
 pub use error::ModelsError;
 pub use labels::Labels;
-pub use manifest::{Manifest, MANIFEST_KEY};
-pub use record::{ImageRecord, Prediction};
+pub use manifest::{MANIFEST_KEY, Manifest};
 pub use preprocess::{ImageLimits, Preprocessing, Preprocessor, ResizeFilter, ResizePolicy};
+pub use record::{ImageRecord, Prediction};
 
 /// The perch version written into manifests and reports.
 pub const PERCH_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -41,7 +41,12 @@ fn photos(n: usize) -> Vec<PathBuf> {
 }
 
 /// burn's and tract's logits of the exported model for each photo.
-fn burn_and_tract(model: &TrainedModel, kind: Backbone, photos: &[PathBuf], device: &Device) -> Vec<(Vec<f32>, Vec<f32>)> {
+fn burn_and_tract(
+    model: &TrainedModel,
+    kind: Backbone,
+    photos: &[PathBuf],
+    device: &Device,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
     let p = kind.preprocessing();
     let graph = trainer::export::build_graph(model, [p.height as usize, p.width as usize]);
     assert!(

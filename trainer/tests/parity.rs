@@ -29,7 +29,9 @@ fn photos() -> Vec<PathBuf> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/photos");
     let mut first_images = |dir: &Path, n: usize| {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| models::preprocess::is_image_path(p)).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| models::preprocess::is_image_path(p)).collect()
+            })
             .unwrap_or_default();
         files.sort();
         photos.extend(files.into_iter().take(n));
