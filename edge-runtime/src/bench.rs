@@ -80,6 +80,16 @@ pub struct MeasureOptions {
     /// For int8 models: measure only this mode (None or `auto`: both native and weights).
     pub int8: Option<Int8Mode>,
     pub outputs: ReportOutputs,
+    /// Also publish the report, retained, at `{prefix}/{name}/bench` (`bench --mqtt`).
+    pub mqtt: Option<crate::mqtt::Target>,
+}
+
+/// `bench report --mqtt`: also gather every device's retained report from the broker.
+#[derive(Debug, Clone)]
+pub struct ReportFromBroker {
+    pub target: crate::mqtt::Target,
+    /// How long to collect retained reports after subscribing.
+    pub wait: std::time::Duration,
 }
 
 /// One row to measure: a model with its load options at one thread count.
@@ -95,8 +105,36 @@ pub use common::stats::LatencyStats;
 
 /// `bench report`: merge, then write whatever outputs were asked for (the table to stdout
 /// when none was).
-pub fn run_report(inputs: &[PathBuf], outputs: &ReportOutputs) -> anyhow::Result<()> {
-    let merged = MergedReport::from_files(inputs)?;
+pub fn run_report(
+    inputs: &[PathBuf],
+    broker: Option<&ReportFromBroker>,
+    outputs: &ReportOutputs,
+) -> anyhow::Result<()> {
+    let mut reports = inputs
+        .iter()
+        .map(|p| Ok((p.display().to_string(), BenchReport::read(p)?)))
+        .collect::<Result<Vec<_>, ReportError>>()?;
+    if let Some(b) = broker {
+        let found = crate::mqtt::collect_bench(&b.target, b.wait)?;
+        let mut bad = 0;
+        for (topic, payload) in &found {
+            match serde_json::from_slice::<BenchReport>(payload) {
+                Ok(r) => reports.push((format!("mqtt:{topic}"), r)),
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("skipped {topic}: not a bench report ({e})");
+                }
+            }
+        }
+        eprintln!(
+            "collected {} report(s) from {} in {:.1} s{}",
+            found.len() - bad,
+            b.target.url,
+            b.wait.as_secs_f64(),
+            if bad > 0 { format!(", skipped {bad}") } else { String::new() }
+        );
+    }
+    let merged = MergedReport::merge(reports)?;
     write_outputs(&merged, outputs.markdown.as_deref(), outputs.plot.as_deref())?;
     if let Some(path) = &outputs.json {
         merged.write_json(path)?;
@@ -230,13 +268,27 @@ pub fn run_measure(args: &MeasureOptions) -> anyhow::Result<()> {
             }
         }
     }
-    let report = BenchReport { device: DeviceInfo::detect().with_thermal_before(thermal_before), results };
+    let report = BenchReport {
+        device: DeviceInfo::detect()
+            .with_thermal_before(thermal_before)
+            .with_name(args.mqtt.as_ref().map(|t| t.name.clone())),
+        results,
+    };
     if !report.results.is_empty() {
         if let Some(path) = &args.outputs.json {
             report.write_json(path)?;
             eprintln!("wrote {}", path.display());
         }
-        write_outputs(&MergedReport::from(report), args.outputs.markdown.as_deref(), args.outputs.plot.as_deref())?;
+        write_outputs(
+            &MergedReport::from(report.clone()),
+            args.outputs.markdown.as_deref(),
+            args.outputs.plot.as_deref(),
+        )?;
+        if let Some(target) = &args.mqtt {
+            // After the files: a broker that is away loses nothing that was measured.
+            let topic = crate::mqtt::publish_bench(target, &report.to_json())?;
+            eprintln!("published the report to {topic} (retained)");
+        }
     }
     match failures.len() {
         0 => Ok(()),
@@ -451,6 +503,7 @@ mod tests {
             image: None,
             int8: None,
             outputs: ReportOutputs::default(),
+            mqtt: None,
         };
         let err = MeasureOptions { iterations: 0, ..two.clone() }.jobs().unwrap_err();
         assert!(matches!(err, BenchError::ZeroIterations) && err.to_string().contains("--iterations"));

@@ -7,12 +7,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use edge_runtime::bench::{MeasureOptions, ReportOutputs};
+use edge_runtime::bench::{MeasureOptions, ReportFromBroker, ReportOutputs};
 use edge_runtime::classify::ClassifyOptions;
+use edge_runtime::mqtt::{self, BrokerUrl, PublishOptions};
 use edge_runtime::pipeline::RunOptions;
 use edge_runtime::sink::EmitFormat;
 use edge_runtime::source::{CaptureOptions, Flip, Roi, Rotation};
-use edge_runtime::{Int8Mode, LoadOptions};
+use edge_runtime::{Int8Mode, LoadOptions, RuntimeError};
 use models::{Backbone, ImageLimits};
 
 #[derive(Parser)]
@@ -141,8 +142,11 @@ pub struct StreamArgs {
     #[arg(long, value_name = "N")]
     pub frames: Option<u64>,
     /// Print `unknown` when the smoothed best probability is below T.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    #[arg(long, value_name = "T", default_value_t = 0.0, value_parser = parse_probability)]
     pub threshold: f32,
+    /// Per-class thresholds replacing --threshold for those classes, e.g. bees=0.8,ants=0.6.
+    #[arg(long, value_name = "CLASS=T,...", value_delimiter = ',', value_parser = parse_class_threshold)]
+    pub threshold_class: Vec<(String, f32)>,
     /// Average probabilities over the last K frames.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub smooth: u16,
@@ -156,6 +160,107 @@ pub struct StreamArgs {
     pub looping: bool,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub mqtt: RunMqttArgs,
+}
+
+fn parse_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if (0.0..=1.0).contains(&t) => Ok(t),
+        _ => Err(format!("'{s}' is not a probability between 0 and 1")),
+    }
+}
+
+/// `CLASS=T` (the class name may itself contain `=`: the last one splits).
+fn parse_class_threshold(s: &str) -> Result<(String, f32), String> {
+    let (class, t) = s.rsplit_once('=').ok_or_else(|| format!("'{s}': expected CLASS=T, e.g. bees=0.8"))?;
+    if class.is_empty() {
+        return Err(format!("'{s}': the class name is empty"));
+    }
+    Ok((class.to_string(), parse_probability(t)?))
+}
+
+/// The broker connection (`run --mqtt`, `bench --mqtt`).
+#[derive(Args, Clone)]
+pub struct MqttArgs {
+    /// Publish to an MQTT broker: mqtt://[user[:password]@]host[:port][/prefix] or mqtts://...
+    /// (prefix default `perch`; the password may come from PERCH_MQTT_PASSWORD instead).
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// broker whose certificate is not signed by a system CA.
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// This device's name: its topic level `{prefix}/{name}/` and its Home Assistant device
+    /// (default: the host name, sanitised).
+    #[arg(long, value_name = "NAME", requires = "mqtt")]
+    pub name: Option<String>,
+}
+
+/// `--mqtt URL` parsed, the password taken from PERCH_MQTT_PASSWORD if the URL has none. The
+/// error never repeats the URL (it may hold a password).
+fn broker_url(url: &str) -> Result<BrokerUrl, RuntimeError> {
+    let parsed: BrokerUrl =
+        url.parse().map_err(|reason| RuntimeError::BadMqtt { what: "--mqtt URL".into(), reason })?;
+    Ok(parsed.with_password_fallback(std::env::var(mqtt::PASSWORD_ENV).ok()))
+}
+
+impl MqttArgs {
+    pub fn target(&self) -> Result<Option<mqtt::Target>, RuntimeError> {
+        let Some(url) = &self.mqtt else { return Ok(None) };
+        let name = match &self.name {
+            Some(n) => {
+                mqtt::check_name(n)?;
+                n.clone()
+            }
+            None => mqtt::default_name(),
+        };
+        Ok(Some(mqtt::Target { url: broker_url(url)?, ca: self.mqtt_ca.clone(), name }))
+    }
+}
+
+/// `run --mqtt` and what it publishes.
+#[derive(Args, Clone)]
+pub struct RunMqttArgs {
+    #[command(flatten)]
+    pub conn: MqttArgs,
+    /// Publish a new label once it held for K consecutive frames.
+    #[arg(long, value_name = "K", default_value_t = 3, requires = "mqtt", value_parser = clap::value_parser!(u32).range(1..))]
+    pub debounce: u32,
+    /// Publish the state at least every S seconds, changed or not.
+    #[arg(long, value_name = "S", default_value_t = 60.0, requires = "mqtt", value_parser = parse_seconds)]
+    pub heartbeat: f64,
+    /// Announce the device to Home Assistant (MQTT discovery) under PREFIX.
+    #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "homeassistant", requires = "mqtt")]
+    pub ha_discovery: Option<String>,
+    /// Classes that get a Home Assistant binary_sensor each (on while that class is the label).
+    #[arg(long, value_name = "CLASS,...", value_delimiter = ',', requires = "ha_discovery")]
+    pub ha_binary: Vec<String>,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+impl RunMqttArgs {
+    pub fn options(&self) -> Result<Option<PublishOptions>, RuntimeError> {
+        let Some(target) = self.conn.target()? else { return Ok(None) };
+        if let Some(prefix) = &self.ha_discovery {
+            mqtt::check_topic_levels(prefix, "--ha-discovery prefix")
+                .map_err(|reason| RuntimeError::BadMqtt { what: "--ha-discovery".into(), reason })?;
+        }
+        Ok(Some(PublishOptions {
+            url: target.url,
+            ca: target.ca,
+            name: target.name,
+            debounce: self.debounce,
+            heartbeat: std::time::Duration::from_secs_f64(self.heartbeat),
+            ha_discovery: self.ha_discovery.clone(),
+            ha_binary: self.ha_binary.clone(),
+        }))
+    }
 }
 
 /// How to capture (cameras, ffmpeg sources) and what part of each frame to classify. Ranges
@@ -200,6 +305,7 @@ impl StreamArgs {
         RunOptions {
             frames: self.frames,
             threshold: self.threshold,
+            class_thresholds: self.threshold_class.clone(),
             smooth: self.smooth.into(),
             top_k: self.top.top_k.into(),
             transform: self.capture.options().transform(),
@@ -247,10 +353,27 @@ impl From<&OutputArgs> for ReportOutputs {
 #[derive(Args)]
 pub struct ReportArgs {
     /// Reports written by `edge-runtime bench --json`.
-    #[arg(required = true, value_name = "REPORT.json")]
+    #[arg(required_unless_present = "mqtt", value_name = "REPORT.json")]
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Also collect every device's report published by `bench --mqtt` from this broker.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// broker.
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Seconds to collect retained reports from the broker.
+    #[arg(long, value_name = "S", default_value_t = 2.0, requires = "mqtt", value_parser = parse_seconds)]
+    pub wait: f64,
+}
+
+impl ReportArgs {
+    pub fn broker(&self) -> Result<Option<ReportFromBroker>, RuntimeError> {
+        let Some(url) = &self.mqtt else { return Ok(None) };
+        let target = mqtt::Target { url: broker_url(url)?, ca: self.mqtt_ca.clone(), name: mqtt::default_name() };
+        Ok(Some(ReportFromBroker { target, wait: std::time::Duration::from_secs_f64(self.wait) }))
+    }
 }
 
 #[derive(Args)]
@@ -282,14 +405,16 @@ pub struct MeasureArgs {
     pub int8: Option<Int8Mode>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
     /// Internal: measure the one model and thread count in this process and print its row.
     #[arg(long, hide = true)]
     pub child: bool,
 }
 
 impl MeasureArgs {
-    pub fn options(&self) -> MeasureOptions {
-        MeasureOptions {
+    pub fn options(&self) -> Result<MeasureOptions, RuntimeError> {
+        Ok(MeasureOptions {
             models: self.models.clone(),
             presets: self.presets.clone(),
             labels: self.labels.clone(),
@@ -299,7 +424,8 @@ impl MeasureArgs {
             image: self.image.clone(),
             int8: self.int8,
             outputs: (&self.output).into(),
-        }
+            mqtt: self.mqtt.target()?,
+        })
     }
 }
 
@@ -343,7 +469,7 @@ mod tests {
         let b = bench(&["bench", "--model", "a.onnx", "--model", "b.onnx", "--threads", "1,2,4", "--json", "o.json"])
             .unwrap();
         assert!(b.command.is_none());
-        let m = b.measure.options();
+        let m = b.measure.options().unwrap();
         assert_eq!(m.models.len(), 2);
         assert_eq!(m.threads, vec![1, 2, 4]);
         assert_eq!((m.warmup, m.iterations), (20, 200));

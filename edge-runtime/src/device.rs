@@ -34,6 +34,10 @@ pub struct DeviceInfo {
     /// Board or machine name where the OS exposes it (device tree on a Raspberry Pi, DMI on PCs).
     pub board: Option<String>,
     pub hostname: Option<String>,
+    /// The device's name in a fleet (`bench --name`, the MQTT topic level); reports of older
+    /// perch versions have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub memory_mb: Option<u64>,
     pub perch_version: String,
     pub tract_version: String,
@@ -67,6 +71,7 @@ impl PartialEq for DeviceInfo {
             kernel,
             board,
             hostname,
+            name,
             memory_mb,
             perch_version,
             tract_version,
@@ -85,6 +90,7 @@ impl PartialEq for DeviceInfo {
             && *kernel == other.kernel
             && *board == other.board
             && *hostname == other.hostname
+            && *name == other.name
             && *memory_mb == other.memory_mb
             && *perch_version == other.perch_version
             && *tract_version == other.tract_version
@@ -119,10 +125,17 @@ impl DeviceInfo {
             debug_assertions: cfg!(debug_assertions),
             target_features: target_features(),
             cpu_features: cpu_features(),
+            name: None,
             thermal_before: None,
             // `bench` calls detect() once its measurements are done: this is the "after" state.
             thermal_after: ThermalState::read(),
         }
+    }
+
+    /// Names the device (`bench --name`).
+    pub fn with_name(mut self, name: Option<String>) -> Self {
+        self.name = name;
+        self
     }
 
     /// Records the thermal state read before the run (`ThermalState::read()` at its start).
@@ -195,6 +208,14 @@ impl DeviceInfo {
 
     /// Short human name for tables and plot legends: the board if known, else the CPU.
     pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.hardware()),
+            None => self.hardware(),
+        }
+    }
+
+    /// Board, else CPU and cores.
+    fn hardware(&self) -> String {
         match &self.board {
             Some(board) if !board.is_empty() => board.clone(),
             _ if !self.cpu_model.is_empty() => format!("{} ({} cores)", self.cpu_model, self.cores),

@@ -76,6 +76,12 @@ pub enum RuntimeError {
     Output(#[source] std::io::Error),
     #[error("cannot write {path}: {source}")]
     WriteFile { path: PathBuf, source: std::io::Error },
+    #[error("invalid {what}: {reason}")]
+    BadMqtt { what: String, reason: String },
+    #[error("MQTT broker {broker}: {reason}")]
+    Mqtt { broker: String, reason: String },
+    #[error("{flag} names class '{class}', which the model does not have; its classes: {known}")]
+    UnknownClass { flag: String, class: String, known: String },
 }
 
 impl RuntimeError {

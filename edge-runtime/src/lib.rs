@@ -8,6 +8,7 @@ pub mod devices;
 pub mod error;
 pub mod int8;
 pub mod model;
+pub mod mqtt;
 pub mod pipeline;
 pub mod report;
 pub mod sink;

@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, DevicesArgs, ModelArgs, StreamArgs};
 use edge_runtime::classify::{self, Outcome};
+use edge_runtime::mqtt::MqttSink;
 use edge_runtime::source::{self, SourceSpec};
 use edge_runtime::{Classifier, RuntimeError, bench, devices, pipeline, sink};
 
@@ -43,9 +44,13 @@ fn main() -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::from(match e.downcast_ref::<RuntimeError>() {
-            Some(RuntimeError::BadSource(_) | RuntimeError::BadCapture(_) | RuntimeError::RoiOutside { .. }) => {
-                EXIT_USAGE
-            }
+            Some(
+                RuntimeError::BadSource(_)
+                | RuntimeError::BadCapture(_)
+                | RuntimeError::RoiOutside { .. }
+                | RuntimeError::BadMqtt { .. }
+                | RuntimeError::UnknownClass { .. },
+            ) => EXIT_USAGE,
             Some(RuntimeError::SourceLost { .. }) => EXIT_SOURCE_LOST,
             _ => EXIT_ERROR,
         })
@@ -112,16 +117,34 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
             source.describe()
         );
     }
+    let mqtt_opts = args.mqtt.options()?;
     let classifier = load(&args.model)?;
+    let opts = args.options();
+    let labels = &classifier.manifest().labels.0;
+    opts.check(labels)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-    let mut sink = sink::sink_for(args.emit, Box::new(std::io::stdout().lock()));
-    let outcome = pipeline::run(&classifier, source, sink.as_mut(), &args.options(), &stop);
+    let mut sinks = vec![sink::sink_for(args.emit, Box::new(std::io::stdout().lock()))];
+    let mut mqtt_stats = None;
+    if let Some(m) = &mqtt_opts {
+        let mqtt_sink = MqttSink::connect(m, &classifier.manifest().name, labels)?;
+        eprintln!("mqtt: publishing to {} as {}/{}/", m.url, m.url.prefix, m.name);
+        mqtt_stats = Some(mqtt_sink.stats_handle());
+        sinks.push(Box::new(mqtt_sink));
+    }
+    let mut sink = sink::Tee(sinks);
+    let outcome = pipeline::run(&classifier, source, &mut sink, &opts, &stop);
     for s in &outcome.summary.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
     eprintln!("{}", outcome.summary);
+    if let Some(stats) = mqtt_stats.map(|h| h.get()) {
+        eprintln!(
+            "summary: mqtt published {}, dropped {}, reconnects {}",
+            stats.published, stats.dropped, stats.reconnects
+        );
+    }
     match outcome.error {
         Some(e) => Err(e.into()),
         None if !outcome.summary.skipped.is_empty() => Ok(ExitCode::from(EXIT_SKIPPED)),
@@ -143,8 +166,8 @@ fn devices_cmd(args: DevicesArgs) -> anyhow::Result<ExitCode> {
 
 fn bench_cmd(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        Some(BenchCommand::Report(r)) => bench::run_report(&r.inputs, &(&r.output).into()),
-        None if args.measure.child => bench::run_child(&args.measure.options()),
-        None => bench::run_measure(&args.measure.options()),
+        Some(BenchCommand::Report(r)) => bench::run_report(&r.inputs, r.broker()?.as_ref(), &(&r.output).into()),
+        None if args.measure.child => bench::run_child(&args.measure.options()?),
+        None => bench::run_measure(&args.measure.options()?),
     }
 }

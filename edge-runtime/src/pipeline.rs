@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub frames: Option<u64>,
     /// Below this smoothed top-1 probability the frame is `unknown`.
     pub threshold: f32,
+    /// Per-class thresholds (`--threshold-class bees=0.8`), replacing `threshold` when that
+    /// class is the best one. Class names are checked against the model by [`RunOptions::check`].
+    pub class_thresholds: Vec<(String, f32)>,
     /// Average the softmax over the last K frames (1: no smoothing).
     pub smooth: usize,
     pub top_k: usize,
@@ -42,11 +45,25 @@ impl Default for RunOptions {
         RunOptions {
             frames: None,
             threshold: 0.0,
+            class_thresholds: Vec::new(),
             smooth: 1,
             top_k: 5,
             retry: RetryPolicy::default(),
             transform: Transform::default(),
         }
+    }
+}
+
+impl RunOptions {
+    /// Checks what depends on the model: the classes named by `--threshold-class`.
+    pub fn check(&self, labels: &[String]) -> Result<()> {
+        let names: Vec<String> = self.class_thresholds.iter().map(|(c, _)| c.clone()).collect();
+        crate::mqtt::check_classes("--threshold-class", &names, labels)
+    }
+
+    /// The threshold that applies when `label` is the best class.
+    pub fn threshold_for(&self, label: &str) -> f32 {
+        self.class_thresholds.iter().find(|(c, _)| c == label).map_or(self.threshold, |(_, t)| *t)
     }
 }
 
@@ -432,7 +449,7 @@ fn inference_loop(
         let Some(best) = top.first().cloned() else {
             break;
         };
-        let known = best.score >= opts.threshold;
+        let known = best.score >= opts.threshold_for(&best.label);
         let result = FrameResult {
             seq: frame.seq,
             ts: rfc3339_utc(frame.wall),

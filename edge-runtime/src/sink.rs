@@ -60,6 +60,28 @@ pub fn sink_for<'a>(format: EmitFormat, out: Box<dyn Write + 'a>) -> Box<dyn Sin
     Box::new(WriterSink { format, out })
 }
 
+/// Several sinks fed the same results (stdout and `--mqtt`). Every sink is finished even when
+/// one fails; the first error is returned.
+pub struct Tee<'a>(pub Vec<Box<dyn Sink + 'a>>);
+
+impl Sink for Tee<'_> {
+    fn emit(&mut self, r: &FrameResult) -> Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.emit(r))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for s in &mut self.0 {
+            if let Err(e) = s.finish()
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
+
 struct WriterSink<'a> {
     format: EmitFormat,
     out: Box<dyn Write + 'a>,
