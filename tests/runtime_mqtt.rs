@@ -426,3 +426,80 @@ fn bench_reports_of_two_devices_merge_through_the_broker() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("not reachable"), "{}", stderr(&out));
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl), for an `mqtts://` listener.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let [ca_key, ca, key, csr, cert] =
+        ["ca.key", "ca.pem", "server.key", "server.csr", "server.pem"].map(|f| dir.join(f));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().expect("openssl is needed for the TLS test");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=perch test CA",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &s(&key), "-out", &s(&csr)]);
+    let ext = dir.join("san.ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+#[test]
+fn mqtts_needs_the_broker_ca_and_works_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let port = free_port();
+    let _broker = Mosquitto::start(
+        dir.path(),
+        port,
+        &format!("allow_anonymous true\ncertfile {}\nkeyfile {}", s(&cert), s(&key)),
+    );
+    let frames = cat_other_cat(dir.path());
+    let url = format!("mqtts://127.0.0.1:{port}");
+    // The system roots do not know the test CA: refused at start with what to do.
+    let out = edge_runtime(&run_args(&frames, &["--mqtt", &url, "--frames", "1"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS failed") && err.contains("--mqtt-ca"), "{err}");
+    let out =
+        edge_runtime(&run_args(&frames, &["--mqtt", &url, "--mqtt-ca", &s(&ca), "--frames", "3", "--debounce", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // What reached the broker, read back over TLS by mosquitto_sub.
+    let sub = Command::new(tool("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile", &s(&ca), "-F", "%t %p", "--retained-only"])
+        .args(["-W", "2", "-t", "perch/#"])
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&sub.stdout);
+    assert!(got.contains("/availability offline") && got.contains("/state {\"label\""), "{got}");
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
