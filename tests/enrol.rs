@@ -55,7 +55,8 @@ fn model_args(model: &Path) -> Vec<String> {
 
 /// (path, top-1 label) of every image under `paths`, by `classify --json`.
 fn classify(model: &Path, paths: &[PathBuf]) -> Vec<(PathBuf, String)> {
-    let mut args = vec!["classify".to_string(), "--json".into(), "--top-k".into(), "1".into(), "--model".into(), s(model)];
+    let mut args =
+        vec!["classify".to_string(), "--json".into(), "--top-k".into(), "1".into(), "--model".into(), s(model)];
     args.extend(paths.iter().map(|p| s(p)));
     let out = edge_runtime(&args);
     assert!(out.status.success(), "{}", text(&out));
@@ -183,7 +184,8 @@ fn a_third_class_from_a_dir_source_keeps_the_first_two_and_can_be_removed_again(
     let x = Preprocessor::new(Backbone::MobileNetV2.preprocessing())
         .tensor_from_file(&val.join("bees").read_dir().unwrap().next().unwrap().unwrap().path(), ImageLimits::default())
         .unwrap();
-    let (a, b) = (Classifier::load(&LoadOptions::new(two)).unwrap(), Classifier::load(&LoadOptions::new(&back)).unwrap());
+    let (a, b) =
+        (Classifier::load(&LoadOptions::new(two)).unwrap(), Classifier::load(&LoadOptions::new(&back)).unwrap());
     let (la, lb) = (a.infer(&x).unwrap(), b.infer(&x).unwrap());
     assert!(la.iter().zip(&lb).all(|(p, q)| (p - q).abs() < 1e-4), "{la:?} vs {lb:?}");
 
@@ -214,13 +216,16 @@ fn keep_classes_adds_a_class_beside_imagenet_and_imagenet_still_works() {
     let m = manifest_of(&out);
     assert_eq!((m.labels.len(), m.labels.get(1002 - 1)), (1002, "sunflower"));
 
-    // ImageNet's own classes still answer: the committed photos keep the reference's top-1.
+    // ImageNet's own classes still answer: the committed photos and the bee photos keep the
+    // reference model's top-1.
     let mut args = vec!["classify".to_string(), "--json".into(), "--top-k".into(), "1".into()];
     args.extend(MOBILENET.args());
     args.push(s(&photos_dir()));
+    let bees = hymenoptera("val").join("bees");
+    args.push(s(&bees));
     let reference: Vec<String> =
         json_lines(&edge_runtime(&args)).iter().map(|r| r["top"][0]["label"].as_str().unwrap().to_string()).collect();
-    let kept: Vec<String> = classify(&out, &[photos_dir()]).into_iter().map(|(_, l)| l).collect();
+    let kept: Vec<String> = classify(&out, &[photos_dir(), bees]).into_iter().map(|(_, l)| l).collect();
     assert_eq!(reference.len(), kept.len());
     let same = reference.iter().zip(&kept).filter(|(a, b)| a == b).count();
     eprintln!("keep-classes: {same}/{} photos keep the reference model's ImageNet top-1", kept.len());
@@ -255,7 +260,11 @@ fn bad_inputs_are_clear_errors_and_leave_the_model_untouched() {
 
     fails_with(&base, &["--out", &out, "--class", "wasps", "--source", &bees, "--frames", "1"], &["at least 2"]);
     fails_with(&base, &["--out", &out, "--class", "  ", "--source", &bees], &["empty"]);
-    fails_with(&base, &["--out", &out, "--class", "ants", "--source", &bees], &["'ants' is already enrolled", "--replace"]);
+    fails_with(
+        &base,
+        &["--out", &out, "--class", "ants", "--source", &bees],
+        &["'ants' is already enrolled", "--replace"],
+    );
     fails_with(&base, &["--out", &out, "--remove", "wasps"], &["'wasps' is not enrolled", "ants, bees"]);
     fails_with(&base, &["--out", &out, "--class", "x", "--source", "webcam"], &["invalid --source"]);
     let empty = tmp.path().join("empty");
@@ -278,14 +287,22 @@ fn bad_inputs_are_clear_errors_and_leave_the_model_untouched() {
 
     // A model without a feature output: the reference file without --preset, and a perch
     // manifest without `features` (as written before it existed).
-    fails_with(&model_args(&MOBILENET.path()), &["--out", &out, "--class", "x", "--source", &bees], &["--preset", "trainer export"]);
+    fails_with(
+        &model_args(&MOBILENET.path()),
+        &["--out", &out, "--class", "x", "--source", &bees],
+        &["--preset", "trainer export"],
+    );
     let old = tmp.path().join("old.onnx");
     let needle = br#""features":{"output":"features","dim":1280},"#;
     let at = original.windows(needle.len()).position(|w| w == needle).expect("features in the manifest");
     let mut bytes = original.clone();
     bytes[at..at + needle.len()].fill(b' ');
     std::fs::write(&old, &bytes).unwrap();
-    fails_with(&model_args(&old), &["--out", &out, "--class", "x", "--source", &bees], &["no feature output", "Re-export", "trainer export"]);
+    fails_with(
+        &model_args(&old),
+        &["--out", &out, "--class", "x", "--source", &bees],
+        &["no feature output", "Re-export", "trainer export"],
+    );
 
     // An --out that cannot be written: its parent is a file.
     let blocker = tmp.path().join("a-file");
@@ -351,7 +368,11 @@ fn shots_table() {
     const DRAWS: u64 = 5;
     let datasets: [(&str, &str, &str, usize); 2] =
         [("hymenoptera", "train", "val", 30), ("flowers12", "train", "test", 20)];
-    let files = [("mobilenet_v2_1.0_224.onnx", Backbone::MobileNetV2), ("efficientnet_lite0.onnx", Backbone::EfficientNetLite0), ("efficientnet_b0.onnx", Backbone::EfficientNetB0)];
+    let files = [
+        ("mobilenet_v2_1.0_224.onnx", Backbone::MobileNetV2),
+        ("efficientnet_lite0.onnx", Backbone::EfficientNetLite0),
+        ("efficientnet_b0.onnx", Backbone::EfficientNetB0),
+    ];
     let mut md = String::from(
         "| backbone | dataset | head | 1 shot | 3 shots | 5 shots | 10 shots |\n| --- | --- | --- | --- | --- | --- | --- |\n",
     );

@@ -519,13 +519,19 @@ mod tests {
         else {
             panic!("source enrolment")
         };
-        assert_eq!((class.as_str(), spec, frames, every), ("mug", SourceSpec::Dir("mugs".into()), 5, Duration::from_millis(500)));
+        assert_eq!(
+            (class.as_str(), spec, frames, every),
+            ("mug", SourceSpec::Dir("mugs".into()), 5, Duration::from_millis(500))
+        );
         let e = enrol(&["--out", "n.onnx", "--from-folder", "d", "--limit-per-class", "3", "--replace"]).unwrap();
         assert!(matches!(
             e.options().unwrap().change,
             Change::Add { examples: Examples::Folder { limit_per_class: Some(3), .. }, replace: true }
         ));
-        assert!(matches!(enrol(&["--out", "n.onnx", "--remove", "mug"]).unwrap().options().unwrap().change, Change::Remove(_)));
+        assert!(matches!(
+            enrol(&["--out", "n.onnx", "--remove", "mug"]).unwrap().options().unwrap().change,
+            Change::Remove(_)
+        ));
         assert!(enrol(&["--list"]).unwrap().list);
         assert_eq!(enrol(&["--list", "--head", "logistic"]).unwrap().head, HeadKind::Logistic);
         for bad in [

@@ -154,7 +154,9 @@ mod embeddings_b64 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(rows.iter().map(|r| super::b64_encode(&r.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())))
+        s.collect_seq(
+            rows.iter().map(|r| super::b64_encode(&r.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())),
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {

@@ -132,8 +132,7 @@ pub fn backbone_only(proto: &ModelProto, features: &FeatureSpec) -> ModelProto {
     let produced: HashSet<&str> = nodes.iter().flat_map(|n| n.output.iter().map(String::as_str)).collect();
     let initializer: Vec<TensorProto> =
         graph.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect();
-    let input: Vec<ValueInfoProto> =
-        graph.input.iter().filter(|i| used.contains(i.name.as_str())).cloned().collect();
+    let input: Vec<ValueInfoProto> = graph.input.iter().filter(|i| used.contains(i.name.as_str())).cloned().collect();
     let value_info: Vec<ValueInfoProto> =
         graph.value_info.iter().filter(|v| produced.contains(v.name.as_str())).cloned().collect();
     *graph = GraphProto {
@@ -194,7 +193,8 @@ pub fn with_head(
     } else {
         FEATURES_OUTPUT.to_string()
     };
-    let trans_b = AttributeProto { name: "transB".into(), r#type: AttributeType::Int as i32, i: 1, ..Default::default() };
+    let trans_b =
+        AttributeProto { name: "transB".into(), r#type: AttributeType::Int as i32, i: 1, ..Default::default() };
     node("Gemm", &p("head"), vec![x, p("head.weight"), p("head.bias")], LOGITS_OUTPUT, vec![trans_b]);
     let classes = head.weight.len();
     let flat: Vec<f32> = head.weight.iter().flatten().copied().collect();
@@ -207,7 +207,9 @@ pub fn with_head(
     graph.output = vec![value_info_f32(LOGITS_OUTPUT, &[1, classes]), value_info_f32(FEATURES_OUTPUT, &[1, dim])];
     for (key, value) in metadata {
         model.metadata_props.retain(|e| e.key != *key);
-        model.metadata_props.push(tract_onnx::pb::StringStringEntryProto { key: key.to_string(), value: value.clone() });
+        model
+            .metadata_props
+            .push(tract_onnx::pb::StringStringEntryProto { key: key.to_string(), value: value.clone() });
     }
     model.producer_name = "perch".into();
     model.producer_version = models::PERCH_VERSION.into();
@@ -226,7 +228,10 @@ fn tensor_f32(name: &str, shape: &[usize], values: &[f32]) -> TensorProto {
 
 fn value_info_f32(name: &str, dims: &[usize]) -> ValueInfoProto {
     let shape = TensorShapeProto {
-        dim: dims.iter().map(|d| Dimension { value: Some(DimValue::DimValue(*d as i64)), ..Default::default() }).collect(),
+        dim: dims
+            .iter()
+            .map(|d| Dimension { value: Some(DimValue::DimValue(*d as i64)), ..Default::default() })
+            .collect(),
     };
     ValueInfoProto {
         name: name.into(),

@@ -159,7 +159,12 @@ const KEEP_MARGIN: f32 = 1.05;
 /// Brown & Lowe, CVPR 2018) scales to the trained rows' mean norm instead; measured here that
 /// let a new class take over unrelated ImageNet photos, since an embedding is far closer in
 /// angle to a class mean than to any trained weight row.
-pub fn imprint(kept: &[Vec<f32>], kept_bias: &[f32], classes: &[Vec<Vec<f32>>], dim: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+pub fn imprint(
+    kept: &[Vec<f32>],
+    kept_bias: &[f32],
+    classes: &[Vec<Vec<f32>>],
+    dim: usize,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
     let mean_norm = kept.iter().map(|w| dot(w, w).sqrt()).sum::<f32>() / kept.len().max(1) as f32;
     let bias = kept_bias.iter().sum::<f32>() / kept_bias.len().max(1) as f32;
     let rows = classes

@@ -43,7 +43,9 @@ pub enum EnrolError {
     NoFeatures { path: PathBuf, reason: String },
     #[error("class name '{name}' cannot be used: {reason}")]
     BadClassName { name: String, reason: String },
-    #[error("class '{name}' is already enrolled in {path} ({examples} examples): pass --replace to replace its examples, or choose another name")]
+    #[error(
+        "class '{name}' is already enrolled in {path} ({examples} examples): pass --replace to replace its examples, or choose another name"
+    )]
     ClassExists { name: String, path: PathBuf, examples: usize },
     #[error("class '{name}' clashes with a class of the trained head kept by --keep-classes: choose another name")]
     ClashesWithKept { name: String },
@@ -164,7 +166,9 @@ pub fn open(input: &ModelInput) -> Result<Opened> {
         None => preset_manifest(&path, input)?,
     };
     let table = match proto.metadata_props.iter().find(|p| p.key == ENROLMENT_KEY) {
-        Some(p) => EnrolmentTable::from_json(&p.value).map_err(|source| EnrolError::Table { path: path.clone(), source })?,
+        Some(p) => {
+            EnrolmentTable::from_json(&p.value).map_err(|source| EnrolError::Table { path: path.clone(), source })?
+        }
         None => EnrolmentTable::new(features.dim),
     };
     if table.dim != features.dim {
@@ -186,8 +190,8 @@ fn preset_manifest(path: &Path, input: &ModelInput) -> Result<Manifest> {
     let outputs = backbone.spec().imagenet_classes;
     let labels = match &input.labels {
         Some(file) => {
-            let labels =
-                Labels::from_file(file).map_err(|source| RuntimeError::Manifest { path: path.to_path_buf(), source })?;
+            let labels = Labels::from_file(file)
+                .map_err(|source| RuntimeError::Manifest { path: path.to_path_buf(), source })?;
             crate::model::fit_labels(labels, backbone, Some(outputs), path)?
         }
         None => Labels((0..outputs).map(|i| format!("class_{i}")).collect()),
@@ -397,7 +401,8 @@ fn plan_classes(examples: &Examples, _limits: ImageLimits) -> Result<Vec<(String
         Examples::Folder { dir, limit_per_class } => {
             let bad = |reason: String| EnrolError::BadFolder { dir: dir.clone(), reason };
             let entries = std::fs::read_dir(dir).map_err(|e| bad(format!("cannot list it: {e}")))?;
-            let mut subdirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+            let mut subdirs: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
             subdirs.sort();
             if subdirs.is_empty() {
                 return Err(bad("it has no class subfolders (expected DIR/<class>/image files)".into()));
@@ -435,9 +440,11 @@ fn check_new_class(
         return Err(EnrolError::ClashesWithKept { name: name.to_string() });
     }
     match table.class(name) {
-        Some(c) if !replace => {
-            Err(EnrolError::ClassExists { name: name.to_string(), path: path.to_path_buf(), examples: c.embeddings.len() })
-        }
+        Some(c) if !replace => Err(EnrolError::ClassExists {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            examples: c.embeddings.len(),
+        }),
         _ => Ok(()),
     }
 }
@@ -503,7 +510,12 @@ fn collect(
             let first: Vec<String> = class_skips.iter().take(3).map(|(n, r)| format!("{n}: {r}")).collect();
             format!("; {} could not be decoded: {}", class_skips.len(), first.join("; "))
         };
-        return Err(EnrolError::TooFewFrames { class: class.into(), source_name, got: got.len(), skipped: skipped_text });
+        return Err(EnrolError::TooFewFrames {
+            class: class.into(),
+            source_name,
+            got: got.len(),
+            skipped: skipped_text,
+        });
     }
     skipped.extend(class_skips);
     Ok(got)

@@ -114,7 +114,8 @@ fn assemble(graph: &Graph, opts: &WriteOptions<'_>, b: Builder) -> ModelProto {
                 ..Default::default()
             });
         }
-        let dim = feature_dim(graph, features).map_or(DimValue::DimParam("features".into()), |d| DimValue::DimValue(d as i64));
+        let dim = feature_dim(graph, features)
+            .map_or(DimValue::DimParam("features".into()), |d| DimValue::DimValue(d as i64));
         outputs.push(value_info(name, vec![batch_dim(opts), dim]));
     }
     let onnx_graph = GraphProto {
