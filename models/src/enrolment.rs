@@ -164,7 +164,7 @@ mod embeddings_b64 {
         rows.iter()
             .map(|r| {
                 let bytes = super::b64_decode(r).ok_or_else(|| D::Error::custom("invalid base64 embedding"))?;
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return Err(D::Error::custom("embedding bytes are not a whole number of f32"));
                 }
                 Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -192,7 +192,7 @@ fn b64_encode(bytes: &[u8]) -> String {
 
 fn b64_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
