@@ -83,6 +83,13 @@ fn f32_values(t: &TensorProto) -> Option<Vec<f32>> {
 /// Gemm with constant weights (what `--keep-classes` extends).
 pub fn trained_head(proto: &ModelProto, features: &FeatureSpec) -> Result<(Vec<Vec<f32>>, Vec<f32>), String> {
     let graph = proto.graph.as_ref().ok_or("no graph")?;
+    let quantized = graph
+        .node
+        .iter()
+        .any(|n| n.op_type == "QuantizeLinear" && n.input.first().is_some_and(|i| *i == features.output));
+    if quantized {
+        return Err("its head is int8 (QDQ): keep the classes of the fp32 export instead".into());
+    }
     let (gemm, trans_b) =
         head_gemm(graph, &features.output).ok_or("no Gemm reads its features directly, so there is no head to keep")?;
     let float = |i: usize, what: &str| {
