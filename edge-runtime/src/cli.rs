@@ -5,15 +5,18 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use edge_runtime::bench::{MeasureOptions, ReportFromBroker, ReportOutputs};
 use edge_runtime::classify::ClassifyOptions;
+use edge_runtime::enrol::{Change, EnrolOptions, Examples, ModelInput};
 use edge_runtime::mqtt::{self, BrokerUrl, PublishOptions};
 use edge_runtime::pipeline::RunOptions;
 use edge_runtime::sink::EmitFormat;
-use edge_runtime::source::{CaptureOptions, Flip, Roi, Rotation};
+use edge_runtime::source::{CaptureOptions, Flip, Roi, Rotation, SourceSpec};
 use edge_runtime::{Int8Mode, LoadOptions, RuntimeError};
+use models::enrolment::HeadKind;
 use models::{Backbone, ImageLimits};
 
 #[derive(Parser)]
@@ -36,6 +39,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// List capture devices: V4L2 cameras and their modes, Pi cameras (rpicam-vid), ffmpeg.
     Devices(DevicesArgs),
+    /// Teach the model new classes from a few frames (`--class NAME --source SOURCE`) or an
+    /// image folder (`--from-folder DIR`), on the device; `--list`, `--remove NAME`.
+    Enrol(EnrolArgs),
 }
 
 #[derive(Args)]
@@ -256,7 +262,7 @@ impl RunMqttArgs {
             ca: target.ca,
             name: target.name,
             debounce: self.debounce,
-            heartbeat: std::time::Duration::from_secs_f64(self.heartbeat),
+            heartbeat: Duration::from_secs_f64(self.heartbeat),
             ha_discovery: self.ha_discovery.clone(),
             ha_binary: self.ha_binary.clone(),
         }))
@@ -372,7 +378,7 @@ impl ReportArgs {
     pub fn broker(&self) -> Result<Option<ReportFromBroker>, RuntimeError> {
         let Some(url) = &self.mqtt else { return Ok(None) };
         let target = mqtt::Target { url: broker_url(url)?, ca: self.mqtt_ca.clone(), name: mqtt::default_name() };
-        Ok(Some(ReportFromBroker { target, wait: std::time::Duration::from_secs_f64(self.wait) }))
+        Ok(Some(ReportFromBroker { target, wait: Duration::from_secs_f64(self.wait) }))
     }
 }
 
@@ -425,6 +431,107 @@ impl MeasureArgs {
             int8: self.int8,
             outputs: (&self.output).into(),
             mqtt: self.mqtt.target()?,
+        })
+    }
+}
+
+/// `edge-runtime enrol`: exactly one of --class (with --source), --from-folder, --remove, --list.
+#[derive(Args)]
+#[command(group(ArgGroup::new("action").required(true).args(["class", "from_folder", "remove", "list"])))]
+pub struct EnrolArgs {
+    /// The model to build on: a perch export, an enrolled model, or a reference model with --preset.
+    #[arg(long, value_name = "M.onnx")]
+    pub model: PathBuf,
+    /// Catalog backbone of a reference ImageNet model without a perch manifest.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<Backbone>,
+    /// Class names of a --preset model (only --keep-classes needs them).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Where to write the new model (may be the --model file itself: replaced atomically).
+    #[arg(long, value_name = "NEW.onnx", required_unless_present = "list")]
+    pub out: Option<PathBuf>,
+    /// Name of the class the --source frames show.
+    #[arg(long, value_name = "NAME", requires = "source")]
+    pub class: Option<String>,
+    /// Where the frames come from: camera:N, libcamera[:N], video:FILE, dir:DIR, a stream URL, ...
+    #[arg(long, value_name = "SOURCE", requires = "class")]
+    pub source: Option<String>,
+    /// Frames to collect from --source (at least 2).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub frames: usize,
+    /// Seconds between collected frames on live sources (move the object between them).
+    #[arg(long, value_name = "S", default_value_t = 0.5)]
+    pub every: f64,
+    /// Enrol every class of a folder at once: DIR/<class>/images.
+    #[arg(long, value_name = "DIR")]
+    pub from_folder: Option<PathBuf>,
+    /// With --from-folder: the first N images (by name) of each class.
+    #[arg(long, value_name = "N", requires = "from_folder")]
+    pub limit_per_class: Option<usize>,
+    /// Replace the examples of a class that is already enrolled.
+    #[arg(long)]
+    pub replace: bool,
+    /// Remove an enrolled class.
+    #[arg(long, value_name = "NAME")]
+    pub remove: Option<String>,
+    /// Show the classes and their example counts.
+    #[arg(long)]
+    pub list: bool,
+    /// Keep the trained head's classes beside the enrolled ones (weight imprinting).
+    #[arg(long)]
+    pub keep_classes: bool,
+    /// Head fitted on the enrolled embeddings: prototype (cosine class means) or logistic.
+    #[arg(long, value_name = "KIND", default_value_t = HeadKind::Prototype)]
+    pub head: HeadKind,
+    /// Intra-op threads for the embedding runs (default 1).
+    #[arg(long, value_name = "N", value_parser = threads_parser())]
+    pub threads: Option<u16>,
+    /// Refuse images with more pixels than this (decompression-bomb guard).
+    #[arg(long, value_name = "PIXELS", default_value_t = ImageLimits::default().max_pixels)]
+    pub max_pixels: u64,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+impl EnrolArgs {
+    pub fn input(&self) -> ModelInput {
+        ModelInput {
+            model: self.model.clone(),
+            preset: self.preset,
+            labels: self.labels.clone(),
+            threads: self.threads.map(usize::from),
+            limits: ImageLimits { max_pixels: self.max_pixels },
+        }
+    }
+
+    /// The library options of an enrolment that changes the model (not --list).
+    pub fn options(&self) -> Result<EnrolOptions, RuntimeError> {
+        let change = if let Some(name) = &self.remove {
+            Change::Remove(name.clone())
+        } else if let Some(dir) = &self.from_folder {
+            let examples = Examples::Folder { dir: dir.clone(), limit_per_class: self.limit_per_class };
+            Change::Add { examples, replace: self.replace }
+        } else {
+            let spec: SourceSpec = self.source.as_deref().unwrap_or_default().parse()?;
+            if !(self.every.is_finite() && self.every >= 0.0) {
+                return Err(RuntimeError::BadCapture(format!("--every {} must be 0 or more seconds", self.every)));
+            }
+            let examples = Examples::Source {
+                class: self.class.clone().unwrap_or_default(),
+                spec,
+                capture: self.capture.options(),
+                frames: self.frames,
+                every: Duration::from_secs_f64(self.every),
+            };
+            Change::Add { examples, replace: self.replace }
+        };
+        Ok(EnrolOptions {
+            input: self.input(),
+            out: self.out.clone().unwrap_or_default(),
+            change,
+            head: self.head,
+            keep_classes: self.keep_classes,
         })
     }
 }
@@ -519,6 +626,53 @@ mod tests {
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}: {err}");
         }
         assert!(matches!(parse(&["devices", "--json"]).unwrap().command, Command::Devices(DevicesArgs { json: true })));
+    }
+
+    fn enrol(args: &[&str]) -> Result<EnrolArgs, clap::Error> {
+        let mut all = vec!["enrol", "--model", "m.onnx"];
+        all.extend_from_slice(args);
+        match parse(&all)?.command {
+            Command::Enrol(e) => Ok(e),
+            _ => panic!("not an enrol command"),
+        }
+    }
+
+    #[test]
+    fn enrol_takes_exactly_one_action_and_builds_the_library_options() {
+        let e = enrol(&["--out", "n.onnx", "--class", "mug", "--source", "dir:mugs", "--frames", "5"]).unwrap();
+        let o = e.options().unwrap();
+        let Change::Add { examples: Examples::Source { class, spec, frames, every, .. }, replace: false } = o.change
+        else {
+            panic!("source enrolment")
+        };
+        assert_eq!(
+            (class.as_str(), spec, frames, every),
+            ("mug", SourceSpec::Dir("mugs".into()), 5, Duration::from_millis(500))
+        );
+        let e = enrol(&["--out", "n.onnx", "--from-folder", "d", "--limit-per-class", "3", "--replace"]).unwrap();
+        assert!(matches!(
+            e.options().unwrap().change,
+            Change::Add { examples: Examples::Folder { limit_per_class: Some(3), .. }, replace: true }
+        ));
+        assert!(matches!(
+            enrol(&["--out", "n.onnx", "--remove", "mug"]).unwrap().options().unwrap().change,
+            Change::Remove(_)
+        ));
+        assert!(enrol(&["--list"]).unwrap().list);
+        assert_eq!(enrol(&["--list", "--head", "logistic"]).unwrap().head, HeadKind::Logistic);
+        for bad in [
+            &[][..],
+            &["--list", "--remove", "x"],
+            &["--out", "n.onnx", "--class", "mug"],
+            &["--out", "n.onnx", "--source", "dir:x"],
+            &["--class", "mug", "--source", "dir:x"],
+            &["--out", "n.onnx", "--remove", "a", "--from-folder", "d"],
+            &["--list", "--head", "knn"],
+        ] {
+            assert!(enrol(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = enrol(&["--out", "n.onnx", "--class", "mug", "--source", "webcam"]).unwrap();
+        assert!(matches!(e.options().unwrap_err(), RuntimeError::BadSource(_)));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod classify;
 pub mod device;
 pub mod devices;
+pub mod enrol;
 pub mod error;
 pub mod int8;
 pub mod model;

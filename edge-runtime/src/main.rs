@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, DevicesArgs, ModelArgs, StreamArgs};
+use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, DevicesArgs, EnrolArgs, ModelArgs, StreamArgs};
 use edge_runtime::classify::{self, Outcome};
 use edge_runtime::mqtt::MqttSink;
 use edge_runtime::source::{self, SourceSpec};
-use edge_runtime::{Classifier, RuntimeError, bench, devices, pipeline, sink};
+use edge_runtime::{Classifier, RuntimeError, bench, devices, enrol, pipeline, sink};
 
 const EXIT_ERROR: u8 = 1;
 // 2 (usage) is clap's own exit code for bad flags; a bad --source value uses it too.
@@ -40,10 +40,15 @@ fn main() -> ExitCode {
         },
         Command::Bench(args) => bench_cmd(args).map(|_| ExitCode::SUCCESS),
         Command::Devices(args) => devices_cmd(args),
+        Command::Enrol(args) => enrol_cmd(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        ExitCode::from(match e.downcast_ref::<RuntimeError>() {
+        let runtime = e.downcast_ref::<RuntimeError>().or_else(|| match e.downcast_ref::<enrol::EnrolError>() {
+            Some(enrol::EnrolError::Runtime(r)) => Some(r),
+            _ => None,
+        });
+        ExitCode::from(match runtime {
             Some(
                 RuntimeError::BadSource(_)
                 | RuntimeError::BadCapture(_)
@@ -170,4 +175,44 @@ fn bench_cmd(args: BenchArgs) -> anyhow::Result<()> {
         None if args.measure.child => bench::run_child(&args.measure.options()?),
         None => bench::run_measure(&args.measure.options()?),
     }
+}
+
+fn enrol_cmd(args: EnrolArgs) -> anyhow::Result<ExitCode> {
+    if args.list {
+        let (manifest, table) = enrol::list(&args.input())?;
+        let mut out = std::io::stdout().lock();
+        let kept = manifest.enrolment.as_ref().map_or(0, |e| e.kept.len());
+        writeln!(out, "{} ({} classes)", manifest.name, manifest.labels.len())?;
+        match &manifest.enrolment {
+            Some(e) => writeln!(out, "head: {} (temperature {}), {kept} kept trained classes", e.head, e.temperature)?,
+            None => writeln!(out, "no enrolled classes yet")?,
+        }
+        writeln!(out, "{:<32} examples", "class")?;
+        for c in table.counts() {
+            writeln!(out, "{:<32} {}", c.name, c.examples)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = args.options()?;
+    let report = enrol::enrol(&opts, &mut |line| eprintln!("  {line}"))?;
+    for (name, reason) in &report.skipped {
+        eprintln!("skipped {name}: {reason}");
+    }
+    let classes: Vec<String> = report.classes.iter().map(|c| format!("{} ({})", c.name, c.examples)).collect();
+    let kept = if report.kept > 0 { format!(" + {} kept trained classes", report.kept) } else { String::new() };
+    println!("enrolled classes: {}{kept}", classes.join(", "));
+    let loo = report.loo_accuracy.map(|a| format!(", leave-one-out accuracy {:.1}%", a * 100.0)).unwrap_or_default();
+    println!(
+        "{} head, temperature {}{loo}; embedded {} example(s) in {:.0} ms, fitted in {:.1} ms",
+        report.head,
+        report.temperature,
+        report.embedded,
+        report.embed_time.as_secs_f64() * 1000.0,
+        report.fit_time.as_secs_f64() * 1000.0
+    );
+    if report.labels.len() == 1 {
+        println!("note: with one class every frame scores 100% '{}': enrol at least one more class", report.labels[0]);
+    }
+    println!("wrote {} ({:.1} MB, {} classes)", report.out.display(), report.bytes as f64 / 1e6, report.labels.len());
+    Ok(if report.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SKIPPED) })
 }

@@ -283,7 +283,7 @@ fn resolve_manifest(proto: &ModelProto, opts: &LoadOptions) -> Result<Manifest> 
 
 /// Preset labels files list the ImageNet classes; a model with extra leading outputs
 /// (MobileNetV2's `background`) gets placeholders for them so output index == label index.
-fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: &Path) -> Result<Labels> {
+pub(crate) fn fit_labels(labels: Labels, backbone: Backbone, outputs: Option<usize>, path: &Path) -> Result<Labels> {
     let offset = backbone.spec().label_offset;
     let Some(outputs) = outputs else {
         return Ok(labels);

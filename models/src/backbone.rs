@@ -36,6 +36,10 @@ pub struct BackboneSpec {
     pub label_offset: usize,
     /// Channels of the pooled feature vector the new head sees.
     pub feature_dim: usize,
+    /// The pooled-embedding tensor of the reference ONNX file (the Flatten output feeding its
+    /// ImageNet Gemm, `[1, feature_dim]`): what `edge-runtime enrol --preset` builds on. Read
+    /// from the graphs in `../shared/weights` (GlobalAveragePool -> Flatten -> Gemm -> Identity).
+    pub reference_features: &'static str,
     pub input_size: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -67,6 +71,7 @@ impl Backbone {
                 imagenet_classes: 1001,
                 label_offset: 1,
                 feature_dim: 1280,
+                reference_features: "flatten_99",
                 input_size: 224,
                 mean: [127.5; 3],
                 std: [127.5; 3],
@@ -83,6 +88,7 @@ impl Backbone {
                 imagenet_classes: 1000,
                 label_offset: 0,
                 feature_dim: 1280,
+                reference_features: "flatten_142",
                 input_size: 224,
                 mean: [127.0; 3],
                 std: [128.0; 3],
@@ -100,6 +106,7 @@ impl Backbone {
                 imagenet_classes: 1000,
                 label_offset: 0,
                 feature_dim: 1280,
+                reference_features: "flatten_238",
                 input_size: 224,
                 mean: [123.675, 116.28, 103.53],
                 std: [58.395, 57.12, 57.375],

@@ -5,6 +5,7 @@
 //! This crate never depends on tract or burn: both halves of perch can use it.
 
 pub mod backbone;
+pub mod enrolment;
 pub mod error;
 pub mod labels;
 pub mod manifest;
@@ -12,6 +13,7 @@ pub mod preprocess;
 pub mod record;
 
 pub use backbone::Backbone;
+pub use enrolment::{EnrolmentTable, FeatureSpec};
 pub use error::ModelsError;
 pub use labels::Labels;
 pub use manifest::{MANIFEST_KEY, Manifest};

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
+use crate::enrolment::{EnrolmentSummary, FeatureSpec};
 use crate::error::{ModelsError, Result};
 use crate::labels::Labels;
 use crate::preprocess::Preprocessing;
@@ -31,6 +32,14 @@ pub struct Manifest {
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
     pub provenance: Provenance,
+    /// The pooled-embedding output the head reads (`trainer export` writes it as a second graph
+    /// output); absent in files exported before it existed, which still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSpec>,
+    /// Classes learned on the device by `edge-runtime enrol` (counts; the embeddings are in the
+    /// `perch.enrolment` table of the same file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<EnrolmentSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +155,8 @@ impl Manifest {
                 weights_sha256: None,
                 created_unix: now_unix(),
             },
+            features: None,
+            enrolment: None,
         }
     }
 

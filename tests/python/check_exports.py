@@ -7,7 +7,8 @@ and tract's logits for each. For every model:
   * onnxruntime's top-1 equals tract's on every image. fp32 must agree exactly. int8 may
     only differ where tract itself scores the two classes within INT8_TIE logits of each other
     (onnxruntime runs integer kernels with their own rounding; tract fake-quantizes in float);
-  * the perch manifest is present in metadata_props.
+  * the perch manifest is present in metadata_props, and records the `features` output
+    (the pooled embedding, the graph's second output) with its width.
 It also times onnxruntime (1 thread) on fp32 vs int8 files and prints the ratio (reported,
 not asserted: timings belong in benchmarks). Exits 1 on any failure; the last line is
 "N passed, N failed".
@@ -57,6 +58,17 @@ def check_model(export_dir, case, inputs):
         manifest = json.loads(props[MANIFEST_KEY])
         if manifest["precision"]["kind"] != case["precision"]:
             failures.append(f"manifest precision {manifest['precision']['kind']} != {case['precision']}")
+        # The pooled embedding (`edge-runtime enrol` builds on it) is the second output.
+        features = manifest.get("features")
+        outputs = [o.name for o in model.graph.output]
+        if features is None:
+            failures.append("manifest records no feature output")
+        elif outputs[1:2] != [features["output"]]:
+            failures.append(f"outputs {outputs}: expected the feature output {features['output']} second")
+        else:
+            dims = [d.dim_value for d in model.graph.output[1].type.tensor_type.shape.dim]
+            if dims[-1] != features["dim"]:
+                failures.append(f"feature output dims {dims} != manifest dim {features['dim']}")
     sess = session(path)
     name = sess.get_inputs()[0].name
     tract_logits = np.asarray(case["tract_logits"], dtype=np.float32)

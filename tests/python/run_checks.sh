@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-checks the models exported by the cargo tests (target/perch-exports/) with the ONNX
-# checker and onnxruntime. Run after `cargo test` (tests/export_e2e.rs writes the exports).
+# checker and onnxruntime. Run after `cargo test` (tests/export_e2e.rs writes the exports;
+# tests/enrol.rs writes an enrolled model to EXPORT_DIR/enrolled/).
 # Usage: tests/python/run_checks.sh [EXPORT_DIR]   (PERCH_PY_VENV overrides the venv folder)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -12,4 +13,10 @@ fi
 if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, PIL" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check onnx onnxruntime numpy pillow
 fi
-exec "$venv/bin/python" "$root/tests/python/check_exports.py" "$export_dir"
+status=0
+"$venv/bin/python" "$root/tests/python/check_exports.py" "$export_dir" || status=1
+# Models written by `edge-runtime enrol` (tests/enrol.rs), when the enrol tests ran.
+if [ -f "$export_dir/enrolled/cases.json" ]; then
+    "$venv/bin/python" "$root/tests/python/check_exports.py" "$export_dir/enrolled" || status=1
+fi
+exit $status

@@ -63,12 +63,15 @@ pub struct ExportReport {
     pub val_images: usize,
 }
 
+/// The pooled embedding the head reads: also the file's second output (`features`).
+pub const FEATURES_TENSOR: &str = models::enrolment::FEATURES_OUTPUT;
+
 /// The whole classifier as one graph: backbone stages, global average pool, flatten, head;
 /// BatchNorm folded. Input "input" `[1, 3, H, W]`, output "logits".
 pub fn build_graph(model: &TrainedModel, input_hw: [usize; 2]) -> Graph {
     let stages = 0..model.backbone.num_stages();
     let (mut ops, features) = model.backbone.export_ops(stages, "input", input_hw);
-    let (pooled, flat) = ("pooled".to_string(), "features".to_string());
+    let (pooled, flat) = ("pooled".to_string(), FEATURES_TENSOR.to_string());
     ops.push(Op::GlobalAveragePool { input: features, output: pooled.clone() });
     ops.push(Op::Flatten { input: pooled, output: flat.clone() });
     ops.extend(model.head.export_ops(&flat, "logits"));
@@ -106,7 +109,13 @@ pub fn run(opts: &ExportOptions) -> Result<ExportReport, TrainerError> {
         graph: &graph,
         staged: &staged,
         val: &val,
-        fp32: WriteOptions { opset: opts.opset, quant: None, dynamic_batch: opts.dynamic_batch, manifest_json: None },
+        fp32: WriteOptions {
+            opset: opts.opset,
+            quant: None,
+            dynamic_batch: opts.dynamic_batch,
+            manifest_json: None,
+            features: Some(FEATURES_TENSOR.into()),
+        },
         manifest: manifest_for(&info, &opts.run),
         accuracy: BTreeMap::new(),
     };
@@ -263,6 +272,11 @@ fn manifest_for(info: &RunInfo, run_dir: &Path) -> Manifest {
             weights_sha256: info.weights_sha256.clone(),
             created_unix: models::manifest::now_unix(),
         },
+        features: Some(models::FeatureSpec {
+            output: models::enrolment::FEATURES_OUTPUT.into(),
+            dim: info.backbone.spec().feature_dim,
+        }),
+        enrolment: None,
     }
 }
 

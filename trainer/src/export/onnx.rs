@@ -34,6 +34,9 @@ pub struct WriteOptions<'a> {
     pub dynamic_batch: bool,
     /// JSON stored under `models::MANIFEST_KEY`.
     pub manifest_json: Option<String>,
+    /// A tensor the output Gemm reads (the pooled embedding), written as a second graph output
+    /// named `models::enrolment::FEATURES_OUTPUT` (`edge-runtime enrol` builds on it).
+    pub features: Option<String>,
 }
 
 /// The IR version that goes with an opset (onnx/docs/Versioning.md).
@@ -87,7 +90,7 @@ pub fn to_model_proto(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(ModelPr
 /// The ONNX model around the nodes and initializers `b` holds: input and output value infos,
 /// opset, producer, manifest.
 fn assemble(graph: &Graph, opts: &WriteOptions<'_>, b: Builder) -> ModelProto {
-    let batch = if opts.dynamic_batch { DimValue::DimParam("N".into()) } else { DimValue::DimValue(1) };
+    let batch = batch_dim(opts);
     let [c, h, w] = graph.input_chw;
     let input_dims =
         vec![batch.clone(), DimValue::DimValue(c as i64), DimValue::DimValue(h as i64), DimValue::DimValue(w as i64)];
@@ -97,12 +100,30 @@ fn assemble(graph: &Graph, opts: &WriteOptions<'_>, b: Builder) -> ModelProto {
     } else {
         output_dims.push(DimValue::DimParam("classes".into()));
     }
+    let mut outputs = vec![value_info(&graph.output, output_dims)];
+    let mut nodes = b.nodes;
+    if let Some(features) = &opts.features {
+        let name = models::enrolment::FEATURES_OUTPUT;
+        if features != name {
+            // Exposed under the one name readers look for.
+            nodes.push(NodeProto {
+                op_type: "Identity".into(),
+                name: format!("{name}.output"),
+                input: vec![features.clone()],
+                output: vec![name.into()],
+                ..Default::default()
+            });
+        }
+        let dim = feature_dim(graph, features)
+            .map_or(DimValue::DimParam("features".into()), |d| DimValue::DimValue(d as i64));
+        outputs.push(value_info(name, vec![batch_dim(opts), dim]));
+    }
     let onnx_graph = GraphProto {
         name: "perch".into(),
-        node: b.nodes,
+        node: nodes,
         initializer: b.inits,
         input: vec![value_info(&graph.input, input_dims)],
-        output: vec![value_info(&graph.output, output_dims)],
+        output: outputs,
         ..Default::default()
     };
     let mut model = ModelProto {
@@ -123,6 +144,18 @@ fn assemble(graph: &Graph, opts: &WriteOptions<'_>, b: Builder) -> ModelProto {
 pub fn to_onnx_bytes(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(Vec<u8>, QuantCounts), TrainerError> {
     let (model, counts) = to_model_proto(graph, opts)?;
     Ok((model.encode_to_vec(), counts))
+}
+
+fn batch_dim(opts: &WriteOptions<'_>) -> DimValue {
+    if opts.dynamic_batch { DimValue::DimParam("N".into()) } else { DimValue::DimValue(1) }
+}
+
+/// Width of `tensor` when a Gemm reads it (its weight is `[out, in]`).
+fn feature_dim(graph: &Graph, tensor: &str) -> Option<usize> {
+    graph.ops.iter().find_map(|op| match op {
+        Op::Gemm { input, weight, .. } if input == tensor => Some(weight.shape[1]),
+        _ => None,
+    })
 }
 
 /// Classes of the output, when the last op is a Gemm (it always is for perch classifiers).
@@ -449,7 +482,13 @@ mod tests {
     }
 
     fn opts(quant: Option<&QuantPlan>) -> WriteOptions<'_> {
-        WriteOptions { opset: 13, quant, dynamic_batch: false, manifest_json: Some("{\"x\":1}".into()) }
+        WriteOptions {
+            opset: 13,
+            quant,
+            dynamic_batch: false,
+            manifest_json: Some("{\"x\":1}".into()),
+            features: Some("features".into()),
+        }
     }
 
     #[test]
@@ -469,6 +508,25 @@ mod tests {
         assert!(model.metadata_props.iter().any(|p| p.key == models::MANIFEST_KEY && p.value == "{\"x\":1}"));
         let nodes: Vec<&str> = model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
         assert!(!nodes.contains(&"BatchNormalization"), "BN folded: {nodes:?}");
+        // The pooled embedding is the second output, `[1, 8]`, with the values the head reads.
+        let outputs: Vec<&str> = model.graph.as_ref().unwrap().output.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(outputs, ["logits", "features"]);
+        assert_eq!(declared_dims(&model.graph.as_ref().unwrap().output[1]), [1, 8]);
+        let probe = TensorProbe::new(&bytes, graph.input_chw, &["features".to_string()]).unwrap();
+        let x = &images(1, 5)[0];
+        let mut pooled = test_graph();
+        pooled.output = "features".into();
+        for (g, w) in probe.run(x).unwrap()[0].iter().zip(reference::eval(&pooled, x)) {
+            assert!((g - w).abs() < 1e-4, "features {g} vs reference {w}");
+        }
+    }
+
+    fn declared_dims(v: &ValueInfoProto) -> Vec<i64> {
+        let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return vec![];
+        };
+        let dims = &t.shape.as_ref().unwrap().dim;
+        dims.iter().map(|d| if let Some(DimValue::DimValue(v)) = d.value { v } else { -1 }).collect()
     }
 
     #[test]
