@@ -233,12 +233,16 @@ fn tensor_f32(name: &str, shape: &[usize], values: &[f32]) -> TensorProto {
     }
 }
 
+/// A float tensor's name and shape for a graph input or output (concrete sizes).
 fn value_info_f32(name: &str, dims: &[usize]) -> ValueInfoProto {
+    value_info(name, dims.iter().map(|d| DimValue::DimValue(*d as i64)).collect())
+}
+
+/// A float tensor's name and shape (sizes or symbolic names) for a graph input or output; also
+/// the trainer's ONNX writer's.
+pub fn value_info(name: &str, dims: Vec<DimValue>) -> ValueInfoProto {
     let shape = TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension { value: Some(DimValue::DimValue(*d as i64)), ..Default::default() })
-            .collect(),
+        dim: dims.into_iter().map(|v| Dimension { value: Some(v), ..Default::default() }).collect(),
     };
     ValueInfoProto {
         name: name.into(),

@@ -235,8 +235,9 @@ impl Broker {
     }
 
     /// Publishes `last` (e.g. `offline`), disconnects cleanly and waits up to `wait` for the
-    /// connection to write it all. Returns whether everything was handed to a live connection.
-    pub fn close(mut self, last: Vec<Message>, wait: Duration) -> bool {
+    /// connection to write it all. Returns whether everything was handed to a live connection,
+    /// and the final counters.
+    pub fn close(mut self, last: Vec<Message>, wait: Duration) -> (bool, BrokerStats) {
         for m in last {
             self.publish(m);
         }
@@ -250,7 +251,7 @@ impl Broker {
             flushed = self.thread.as_ref().is_some_and(|t| t.is_finished());
         }
         self.abandon();
-        connected && flushed
+        (connected && flushed, self.stats())
     }
 
     /// Stops the background thread without waiting for the network.

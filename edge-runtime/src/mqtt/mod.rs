@@ -72,7 +72,7 @@ pub fn publish_bench(target: &Target, json: &str) -> Result<String> {
     let topic = Topics::new(&target.url.prefix, &target.name).bench();
     let broker = connect_once(target, Vec::new())?;
     let url = broker.url().to_string();
-    if !broker.close(vec![Message::retained(topic.clone(), json.as_bytes())], Duration::from_secs(5)) {
+    if !broker.close(vec![Message::retained(topic.clone(), json.as_bytes())], Duration::from_secs(5)).0 {
         return Err(RuntimeError::Mqtt { broker: url, reason: format!("the report to {topic} was not confirmed") });
     }
     Ok(topic)

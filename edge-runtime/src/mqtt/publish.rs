@@ -314,11 +314,11 @@ impl Sink for MqttSink {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.record_stats();
         if let Some(broker) = self.broker.take() {
             let url = broker.url().to_string();
-            let flushed =
+            let (flushed, stats) =
                 broker.close(vec![Message::retained(self.topics.availability(), OFFLINE)], Duration::from_secs(3));
+            *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
             if !flushed {
                 eprintln!("warning: mqtt: {url} not connected at exit; `offline` is left to the broker's last will");
             }

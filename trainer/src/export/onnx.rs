@@ -8,11 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use edge_runtime::enrol::graph::value_info;
 use prost::Message;
 use tract_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
-    tensor_shape_proto::Dimension, tensor_shape_proto::dimension::Value as DimValue, type_proto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue,
 };
 
 use super::graph::{Constant, Graph, Op};
@@ -164,23 +164,6 @@ fn output_classes(graph: &Graph) -> Option<usize> {
         Op::Gemm { output, weight, .. } if *output == graph.output => Some(weight.shape[0]),
         _ => None,
     })
-}
-
-fn value_info(name: &str, dims: Vec<DimValue>) -> ValueInfoProto {
-    let shape = TensorShapeProto {
-        dim: dims.into_iter().map(|v| Dimension { value: Some(v), ..Default::default() }).collect(),
-    };
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(shape),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn int(name: &str, i: i64) -> AttributeProto {
@@ -408,6 +391,7 @@ mod tests {
     use crate::export::reference;
     use models::manifest::CalibrationMethod;
     use rand::{Rng, SeedableRng, rngs::StdRng};
+    use tract_onnx::pb::{ValueInfoProto, type_proto};
 
     fn constant(rng: &mut StdRng, shape: &[usize], scale: f32) -> Constant {
         let n = shape.iter().product();
