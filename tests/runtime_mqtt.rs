@@ -38,12 +38,14 @@ impl Mosquitto {
     /// Starts mosquitto on 127.0.0.1:`port` (no persistence: a restart forgets retained
     /// messages, like a broker that lost its disk) with extra config lines.
     fn start(dir: &Path, port: u16, extra: &str) -> Self {
-        let conf = dir.join(format!("mosquitto-{port}-{}.conf", Instant::now().elapsed().as_nanos()));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let conf = dir.join(format!("mosquitto-{port}-{n}.conf"));
         // As root mosquitto would switch to the `mosquitto` user, which cannot read the test's
         // private temporary folder.
         let user = if running_as_root() { "user root\n" } else { "" };
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\npersistence false\n{user}{extra}\n")).unwrap();
-        let log = std::fs::File::create(dir.join(format!("mosquitto-{port}.log"))).unwrap();
+        let log = std::fs::File::create(dir.join(format!("mosquitto-{port}-{n}.log"))).unwrap();
         let child = Command::new(tool("mosquitto"))
             .arg("-c")
             .arg(&conf)
