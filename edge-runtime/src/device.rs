@@ -476,6 +476,14 @@ fn cpu_features() -> Vec<String> {
         }
         check!("neon", "fp16", "dotprod", "i8mm", "sve");
     }
+    // 32-bit ARM has no stable run-time detection macro: the kernel's `Features` line says.
+    #[cfg(target_arch = "arm")]
+    {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let listed: Vec<&str> =
+            info.lines().filter(|l| l.starts_with("Features")).flat_map(|l| l.split_whitespace()).collect();
+        on.extend(["neon", "vfpv4", "idiva"].into_iter().filter(|f| listed.contains(f)).map(String::from));
+    }
     on
 }
 
