@@ -124,7 +124,7 @@ fn a_set_stop_flag_ends_the_loop_cleanly() {
     let mut buf = Vec::new();
     let mut sink = sink::sink_for(EmitFormat::Jsonl, Box::new(&mut buf));
     let stop = AtomicBool::new(true);
-    let outcome = pipeline::run(&classifier, src, sink.as_mut(), &RunOptions::default(), &stop);
+    let outcome = pipeline::run(classifier, src, sink.as_mut(), &RunOptions::default(), &stop);
     assert!(outcome.error.is_none());
     assert_eq!(outcome.summary.stopped, StopReason::Interrupted);
     assert_eq!(outcome.summary.frames_in, outcome.summary.classified + outcome.summary.dropped);

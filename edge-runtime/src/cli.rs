@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use edge_runtime::bench::{MeasureOptions, ReportFromBroker, ReportOutputs};
 use edge_runtime::classify::ClassifyOptions;
+use edge_runtime::collect::CollectOptions;
 use edge_runtime::enrol::{Change, EnrolOptions, Examples, ModelInput};
 use edge_runtime::mqtt::{self, BrokerUrl, PublishOptions};
 use edge_runtime::pipeline::RunOptions;
@@ -168,6 +169,63 @@ pub struct StreamArgs {
     pub capture: CaptureArgs,
     #[command(flatten)]
     pub mqtt: RunMqttArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+/// The live page and model hot reload (`run`).
+#[derive(Args, Clone)]
+pub struct LiveArgs {
+    /// Serve a live page, /api/latest, /api/frame.jpg, /healthz and /metrics on ADDR:PORT
+    /// (e.g. 127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for the network).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Keep the model loaded at start even when the --model file is replaced or on SIGHUP
+    /// (by default a replaced model is loaded, checked and swapped in between frames).
+    #[arg(long)]
+    pub no_reload: bool,
+}
+
+/// Saving uncertain frames for the next `trainer fit` (`run`).
+#[derive(Args, Clone)]
+pub struct CollectArgs {
+    /// Save frames the model is unsure about as DIR/<predicted label>/<ts>-<score>.jpg.
+    #[arg(long, value_name = "DIR", requires = "capture_below")]
+    pub capture: Option<PathBuf>,
+    /// Save a frame when its smoothed top score is below T.
+    #[arg(long, value_name = "T", requires = "capture", value_parser = parse_probability)]
+    pub capture_below: Option<f32>,
+    /// Save at most one frame per S seconds.
+    #[arg(long, value_name = "S", requires = "capture", value_parser = parse_seconds)]
+    pub capture_every: Option<f64>,
+    /// Stop capturing once DIR holds N captured frames (the oldest are kept).
+    #[arg(long, value_name = "N", requires = "capture")]
+    pub capture_max: Option<u64>,
+    /// Stop capturing once the captured frames in DIR take M megabytes (10^6 bytes).
+    #[arg(long, value_name = "M", requires = "capture", value_parser = parse_megabytes)]
+    pub capture_max_mb: Option<f64>,
+}
+
+fn parse_megabytes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of megabytes")),
+    }
+}
+
+impl CollectArgs {
+    pub fn options(&self) -> Option<CollectOptions> {
+        let (dir, below) = (self.capture.clone()?, self.capture_below?);
+        Some(CollectOptions {
+            dir,
+            below,
+            every: self.capture_every.map(Duration::from_secs_f64),
+            max_files: self.capture_max,
+            max_bytes: self.capture_max_mb.map(|m| (m * 1e6) as u64),
+        })
+    }
 }
 
 fn parse_probability(s: &str) -> Result<f32, String> {

@@ -82,6 +82,12 @@ pub enum RuntimeError {
     Mqtt { broker: String, reason: String },
     #[error("{flag} names class '{class}', which the model does not have; its classes: {known}")]
     UnknownClass { flag: String, class: String, known: String },
+    #[error("new model {path} not swapped in: {reason}")]
+    ReloadRejected { path: PathBuf, reason: String },
+    #[error("cannot serve --http on {addr}: {reason}")]
+    Http { addr: String, reason: String },
+    #[error("invalid --capture settings: {0}")]
+    BadCaptureDir(String),
 }
 
 impl RuntimeError {

@@ -3,14 +3,17 @@
 
 pub mod bench;
 pub mod classify;
+pub mod collect;
 pub mod device;
 pub mod devices;
 pub mod enrol;
 pub mod error;
 pub mod int8;
+pub mod live;
 pub mod model;
 pub mod mqtt;
 pub mod pipeline;
+pub mod reload;
 pub mod report;
 pub mod sink;
 pub mod source;

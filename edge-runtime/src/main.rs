@@ -20,7 +20,11 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{BenchArgs, BenchCommand, ClassifyArgs, Cli, Command, DevicesArgs, EnrolArgs, ModelArgs, StreamArgs};
 use edge_runtime::classify::{self, Outcome};
-use edge_runtime::mqtt::MqttSink;
+use edge_runtime::collect::{self, Collector};
+use edge_runtime::live::{LiveServer, LiveState};
+use edge_runtime::mqtt::{self, MqttSink};
+use edge_runtime::pipeline::{FrameObserver, Hooks, RunCounters};
+use edge_runtime::reload::{self, ModelSlot, Reloader};
 use edge_runtime::source::{self, SourceSpec};
 use edge_runtime::{Classifier, RuntimeError, bench, devices, enrol, pipeline, sink};
 
@@ -54,7 +58,8 @@ fn main() -> ExitCode {
                 | RuntimeError::BadCapture(_)
                 | RuntimeError::RoiOutside { .. }
                 | RuntimeError::BadMqtt { .. }
-                | RuntimeError::UnknownClass { .. },
+                | RuntimeError::UnknownClass { .. }
+                | RuntimeError::BadCaptureDir(_),
             ) => EXIT_USAGE,
             Some(RuntimeError::SourceLost { .. }) => EXIT_SOURCE_LOST,
             _ => EXIT_ERROR,
@@ -125,21 +130,72 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
     let mqtt_opts = args.mqtt.options()?;
     let classifier = load(&args.model)?;
     let opts = args.options();
-    let labels = &classifier.manifest().labels.0;
-    opts.check(labels)?;
+    let labels = classifier.manifest().labels.0.clone();
+    opts.check(&labels)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
     let mut sinks = vec![sink::sink_for(args.emit, Box::new(std::io::stdout().lock()))];
     let mut mqtt_stats = None;
     if let Some(m) = &mqtt_opts {
-        let mqtt_sink = MqttSink::connect(m, &classifier.manifest().name, labels)?;
+        let mqtt_sink = MqttSink::connect(m, &classifier.manifest().name, &labels)?;
         eprintln!("mqtt: publishing to {} as {}/{}/", m.url, m.url.prefix, m.name);
         mqtt_stats = Some(mqtt_sink.stats_handle());
         sinks.push(Box::new(mqtt_sink));
     }
     let mut sink = sink::Tee(sinks);
-    let outcome = pipeline::run(&classifier, source, &mut sink, &opts, &stop);
+
+    let slot = Arc::new(ModelSlot::new(classifier));
+    let counters = Arc::new(RunCounters::default());
+    // A replaced --model file (or SIGHUP) is loaded, checked against this run's class names
+    // and swapped in between frames; a bad one leaves the running model in place.
+    let reloader = (!args.live.no_reload).then(|| {
+        let (run_opts, ha_binary) = (opts.clone(), mqtt_opts.as_ref().map(|m| m.ha_binary.clone()).unwrap_or_default());
+        let check: reload::Check = Box::new(move |c: &Classifier| {
+            let labels = &c.manifest().labels.0;
+            run_opts.check(labels)?;
+            mqtt::check_classes("--ha-binary", &ha_binary, labels)
+        });
+        let log: reload::Log = Box::new(|line: &str| eprintln!("{line}"));
+        Reloader::start(slot.clone(), args.model.load_options(), reload::sighup_flag(), check, log)
+    });
+    let live = match &args.live.http {
+        Some(addr) => {
+            let state = Arc::new(LiveState::new(
+                &source.describe(),
+                counters.clone(),
+                slot.clone(),
+                reloader.as_ref().map(Reloader::status),
+            ));
+            let server = LiveServer::start(addr, state.clone())?;
+            eprintln!("http: live page on http://{}/ (/api/latest, /api/frame.jpg, /healthz, /metrics)", server.addr());
+            Some((state, server))
+        }
+        None => None,
+    };
+    let collector = match args.collect.options() {
+        Some(o) => {
+            let note = live.as_ref().map(|(state, _)| state.clone());
+            let log: collect::Log = Box::new(move |line: &str| {
+                eprintln!("{line}");
+                if let Some(state) = &note {
+                    state.note(line.to_string());
+                }
+            });
+            eprintln!("capture: frames scoring below {} go to {}/<label>/", o.below, o.dir.display());
+            Some(Collector::start(o, log)?)
+        }
+        None => None,
+    };
+    let mut observers: Vec<&dyn FrameObserver> = Vec::new();
+    if let Some((state, _)) = &live {
+        observers.push(state.as_ref());
+    }
+    if let Some(c) = &collector {
+        observers.push(c);
+    }
+    let hooks = Hooks { counters: &counters, observers: &observers };
+    let outcome = pipeline::run_with(&slot, source, &mut sink, &opts, &stop, hooks);
     for s in &outcome.summary.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
@@ -148,6 +204,24 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "summary: mqtt published {}, dropped {}, reconnects {}",
             stats.published, stats.dropped, stats.reconnects
+        );
+    }
+    if let Some(status) = reloader.as_ref().map(|r| r.status()) {
+        let st = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if st.reloads + st.failures > 0 {
+            eprintln!("summary: model reloads {}, rejected {}", st.reloads, st.failures);
+        }
+    }
+    if let Some(c) = &collector {
+        let st = c.finish();
+        eprintln!(
+            "summary: captured {} frame(s) this run, {} busy-skipped; {} holds {} ({:.1} MB){}",
+            st.saved.load(Ordering::Relaxed),
+            st.busy.load(Ordering::Relaxed),
+            args.collect.capture.as_deref().map(|d| d.display().to_string()).unwrap_or_default(),
+            st.files.load(Ordering::Relaxed),
+            st.bytes.load(Ordering::Relaxed) as f64 / 1e6,
+            st.stopped().map(|r| format!("; stopped: {r}")).unwrap_or_default()
         );
     }
     match outcome.error {

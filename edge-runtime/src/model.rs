@@ -80,13 +80,18 @@ pub struct Classifier {
     /// Timings behind an `--int8 auto` choice, (native ms, weights ms), for the logs.
     auto_timings: Option<(f64, f64)>,
     executor: Executor,
+    /// sha256 of the model file as loaded (records carry it as `model_sha256`).
+    sha256: String,
+    /// Read, parse, optimize (and `--int8 auto` timing), seconds.
+    load_s: f64,
 }
 
 impl Classifier {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let started = Instant::now();
         let path = opts.model.clone();
         let executor = executor_for(opts.threads);
-        let proto = read_proto(&path)?;
+        let (proto, sha256) = read_proto_and_sha(&path)?;
         let manifest = resolve_manifest(&proto, opts)?;
         let build = |proto: &ModelProto| build_plan(&path, &manifest, proto);
         let mut auto_timings = None;
@@ -113,7 +118,8 @@ impl Classifier {
                 }
             }
         };
-        let c = Classifier { plan, manifest, path, execution, auto_timings, executor };
+        let load_s = started.elapsed().as_secs_f64();
+        let c = Classifier { plan, manifest, path, execution, auto_timings, executor, sha256, load_s };
         c.check_output_count()?;
         Ok(c)
     }
@@ -128,6 +134,16 @@ impl Classifier {
 
     pub fn execution(&self) -> Execution {
         self.execution
+    }
+
+    /// sha256 (hex) of the model file this classifier was loaded from.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Seconds the load took (read, parse, optimize).
+    pub fn load_seconds(&self) -> f64 {
+        self.load_s
     }
 
     /// For `--int8 auto`: mean ms per inference of the native and weights-only plans.
@@ -241,6 +257,11 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor
 /// Reads and decodes the ONNX protobuf, with distinct errors for missing, empty and
 /// non-ONNX/truncated files.
 pub fn read_proto(path: &Path) -> Result<ModelProto> {
+    read_proto_and_sha(path).map(|(proto, _)| proto)
+}
+
+/// [`read_proto`] plus the sha256 of the bytes it decoded.
+fn read_proto_and_sha(path: &Path) -> Result<(ModelProto, String)> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => RuntimeError::ModelMissing { path: path.to_path_buf() },
         _ => RuntimeError::ModelIo { path: path.to_path_buf(), source },
@@ -252,7 +273,7 @@ pub fn read_proto(path: &Path) -> Result<ModelProto> {
     let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
     // Arbitrary bytes sometimes decode as a protobuf with no graph in it.
     match &proto.graph {
-        Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok(proto),
+        Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok((proto, models::sha256_hex(&bytes))),
         _ => Err(not_onnx("no graph with nodes and outputs".into())),
     }
 }

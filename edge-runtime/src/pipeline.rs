@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::softmax;
@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Skipped;
 use crate::error::{Result, RuntimeError};
 use crate::model::Classifier;
+use crate::reload::ModelSlot;
 use crate::sink::rfc3339_utc;
 use crate::sink::{FrameResult, Sink, UNKNOWN};
-use crate::source::{Fetch, Frame, FrameSource, Transform};
+use crate::source::{Fetch, Frame, FrameSource, Roi, Transform};
 use crate::stats::Latencies;
 
 #[derive(Debug, Clone)]
@@ -239,18 +240,89 @@ impl Smoother {
     }
 }
 
+/// Live counters of a run, readable from other threads while it runs (`--http`'s page,
+/// `/healthz` and `/metrics`); the end-of-run [`Summary`] is made from them.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    /// Frames the source delivered (= classified + dropped, once the run is over).
+    pub frames_in: AtomicU64,
+    pub classified: AtomicU64,
+    pub dropped: AtomicU64,
+    pub skipped: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// While the source fails and is being retried: the latest error.
+    pub source_error: Mutex<Option<String>>,
+    /// When the latest frame was classified.
+    pub last_classified: Mutex<Option<Instant>>,
+}
+
+impl RunCounters {
+    fn failing(&self, reason: Option<String>) {
+        *self.source_error.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    pub fn source_error(&self) -> Option<String> {
+        self.source_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Time since the latest classified frame (None before the first).
+    pub fn since_last_frame(&self) -> Option<Duration> {
+        self.last_classified.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
+}
+
+/// One classified frame as observers see it, on the inference thread.
+pub struct Observed<'a> {
+    pub result: &'a FrameResult,
+    /// The frame after --rotate/--flip, before the ROI crop.
+    pub frame: &'a image::RgbImage,
+    /// The region that was classified, when `--roi` is set.
+    pub roi: Option<Roi>,
+    /// The model that classified it.
+    pub model: &'a Classifier,
+    /// Whether the source is live (frames that are not taken now are gone) or a finite one
+    /// (an observer may wait rather than lose a frame).
+    pub live: bool,
+}
+
+impl Observed<'_> {
+    /// What the model saw (before resizing): the ROI if one is set, else the whole frame.
+    pub fn classified_image(&self) -> image::RgbImage {
+        match self.roi {
+            Some(r) => r.crop(self.frame),
+            None => self.frame.clone(),
+        }
+    }
+}
+
+/// Something that watches the classified frames (the `--http` view, `--capture`). Called on
+/// the inference thread: it must return quickly (copy what it needs, work elsewhere).
+pub trait FrameObserver: Sync {
+    fn observe(&self, frame: &Observed<'_>);
+}
+
+/// Where a run reports beyond its sink: live counters and frame observers.
+#[derive(Clone, Copy)]
+pub struct Hooks<'a> {
+    pub counters: &'a RunCounters,
+    pub observers: &'a [&'a dyn FrameObserver],
+}
+
 /// Gets the next frame, retrying a failing device with exponential backoff; each time the
-/// device is brought back, `reconnects` counts one.
+/// device is brought back, `counters.reconnects` counts one, and while it is being retried
+/// `counters.source_error` holds why.
 pub fn fetch_with_retry(
     source: &mut dyn FrameSource,
     policy: &RetryPolicy,
     stop: &AtomicBool,
-    reconnects: &AtomicU64,
+    counters: &RunCounters,
 ) -> Result<Fetch> {
     let mut last = match source.next() {
         Ok(f) => return Ok(f),
         Err(e) => e,
     };
+    counters.failing(Some(last.to_string()));
+    let reconnects = &counters.reconnects;
     let start = Instant::now();
     let mut backoff = policy.first_backoff;
     for _ in 0..policy.attempts {
@@ -264,8 +336,14 @@ pub fn fetch_with_retry(
             source.next()
         });
         match next {
-            Ok(f) => return Ok(f),
-            Err(e) => last = e,
+            Ok(f) => {
+                counters.failing(None);
+                return Ok(f);
+            }
+            Err(e) => {
+                counters.failing(Some(e.to_string()));
+                last = e;
+            }
         }
     }
     Err(RuntimeError::SourceLost {
@@ -277,17 +355,16 @@ pub fn fetch_with_retry(
 }
 
 /// Shared between the three threads.
-struct Shared {
+struct Shared<'a> {
     /// Set by whoever decides the run is over (frame limit, failure); `stop` is the user's.
     done: AtomicBool,
-    frames_in: AtomicU64,
-    reconnects: AtomicU64,
+    counters: &'a RunCounters,
     skipped: Mutex<Vec<Skipped>>,
     error: Mutex<Option<RuntimeError>>,
     stopped: Mutex<Option<StopReason>>,
 }
 
-impl Shared {
+impl Shared<'_> {
     fn finish(&self, reason: StopReason, error: Option<RuntimeError>) {
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         if stopped.is_none() {
@@ -302,21 +379,35 @@ impl Shared {
 
 /// Runs the loop until a stop condition; results go to `sink` from the calling thread.
 pub fn run(
-    classifier: &Classifier,
-    mut source: Box<dyn FrameSource>,
+    classifier: Classifier,
+    source: Box<dyn FrameSource>,
     sink: &mut dyn Sink,
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> RunOutcome {
+    let counters = RunCounters::default();
+    let hooks = Hooks { counters: &counters, observers: &[] };
+    run_with(&ModelSlot::new(classifier), source, sink, opts, stop, hooks)
+}
+
+/// [`run`] with a replaceable model (hot reload), live counters and frame observers.
+pub fn run_with(
+    model: &ModelSlot,
+    mut source: Box<dyn FrameSource>,
+    sink: &mut dyn Sink,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    hooks: Hooks<'_>,
+) -> RunOutcome {
     let shared = Shared {
         done: AtomicBool::new(false),
-        frames_in: AtomicU64::new(0),
-        reconnects: AtomicU64::new(0),
+        counters: hooks.counters,
         skipped: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         stopped: Mutex::new(None),
     };
     let source_name = source.describe();
+    let live = source.is_live();
     let (queue, frames_rx) = NewestWins::<Frame>::new(1);
     let (results_tx, results_rx) = crossbeam_channel::unbounded::<FrameResult>();
     let start = Instant::now();
@@ -328,8 +419,8 @@ pub fn run(
             capture_loop(source.as_mut(), queue, opts, stop, shared);
             queue.close();
         });
-        let name = source_name.as_str();
-        let infer = scope.spawn(move || inference_loop(classifier, frames_rx, results_tx, opts, shared, name));
+        let ctx = InferenceContext { model, opts, shared, source_name: &source_name, live, queue, hooks };
+        let infer = scope.spawn(move || inference_loop(&ctx, frames_rx, results_tx));
         for r in results_rx.iter() {
             if let Err(e) = sink.emit(&r) {
                 shared.finish(StopReason::Failed, Some(e));
@@ -346,18 +437,20 @@ pub fn run(
         shared.finish(StopReason::Failed, Some(e));
     }
     queue.drain();
+    let counters = hooks.counters;
+    counters.dropped.store(queue.dropped(), Ordering::Relaxed);
 
     let elapsed_s = start.elapsed().as_secs_f64();
     let classified = latencies.len() as u64;
     let stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(StopReason::SourceEnded);
     let summary = Summary {
         source: source_name,
-        execution: classifier.execution().name().to_string(),
-        frames_in: shared.frames_in.load(Ordering::Relaxed),
+        execution: model.current().execution().name().to_string(),
+        frames_in: counters.frames_in.load(Ordering::Relaxed),
         classified,
         dropped: queue.dropped(),
         skipped: shared.skipped.into_inner().unwrap_or_else(|e| e.into_inner()),
-        reconnects: shared.reconnects.load(Ordering::Relaxed),
+        reconnects: counters.reconnects.load(Ordering::Relaxed),
         elapsed_s,
         fps: if elapsed_s > 0.0 { classified as f64 / elapsed_s } else { 0.0 },
         latency_p50_ms: latencies.percentile(50.0),
@@ -372,9 +465,10 @@ fn capture_loop(
     queue: &NewestWins<Frame>,
     opts: &RunOptions,
     stop: &AtomicBool,
-    shared: &Shared,
+    shared: &Shared<'_>,
 ) {
     let live = source.is_live();
+    let counters = shared.counters;
     loop {
         if stop.load(Ordering::Relaxed) {
             shared.finish(StopReason::Interrupted, None);
@@ -382,18 +476,20 @@ fn capture_loop(
         if shared.done.load(Ordering::Relaxed) {
             break;
         }
-        match fetch_with_retry(source, &opts.retry, stop, &shared.reconnects) {
+        match fetch_with_retry(source, &opts.retry, stop, counters) {
             Ok(Fetch::Frame(frame)) => {
-                shared.frames_in.fetch_add(1, Ordering::Relaxed);
+                counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 if live {
                     queue.push(frame);
+                    counters.dropped.store(queue.dropped(), Ordering::Relaxed);
                 } else if !queue.push_wait(frame, &shared.done) {
                     // Never queued: the run ended while it waited.
-                    shared.frames_in.fetch_sub(1, Ordering::Relaxed);
+                    counters.frames_in.fetch_sub(1, Ordering::Relaxed);
                     break;
                 }
             }
             Ok(Fetch::Skip { name, reason }) => {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
                 shared.skipped.lock().unwrap_or_else(|e| e.into_inner()).push(Skipped { path: name.into(), reason });
             }
             Ok(Fetch::End) => {
@@ -412,14 +508,20 @@ fn capture_loop(
     }
 }
 
-fn inference_loop(
-    classifier: &Classifier,
-    frames: Receiver<Frame>,
-    results: Sender<FrameResult>,
-    opts: &RunOptions,
-    shared: &Shared,
-    source_name: &str,
-) -> Latencies {
+/// What the inference thread works with.
+struct InferenceContext<'a> {
+    model: &'a ModelSlot,
+    opts: &'a RunOptions,
+    shared: &'a Shared<'a>,
+    source_name: &'a str,
+    live: bool,
+    queue: &'a NewestWins<Frame>,
+    hooks: Hooks<'a>,
+}
+
+fn inference_loop(ctx: &InferenceContext<'_>, frames: Receiver<Frame>, results: Sender<FrameResult>) -> Latencies {
+    let (opts, shared, counters) = (ctx.opts, ctx.shared, ctx.hooks.counters);
+    let mut classifier = ctx.model.current();
     let mut pre = Preprocessor::new(classifier.manifest().preprocessing);
     let mut smoother = Smoother::new(opts.smooth);
     let mut latencies = Latencies::default();
@@ -427,15 +529,27 @@ fn inference_loop(
     // still queued then are counted as dropped by the caller.
     for frame in frames.iter() {
         let t = Instant::now();
-        let image = match opts.transform.apply(frame.image, source_name) {
+        // A reloaded model takes over between two frames; probabilities of the old one are
+        // not averaged with the new one's.
+        let current = ctx.model.current();
+        if !Arc::ptr_eq(&current, &classifier) {
+            classifier = current;
+            pre = Preprocessor::new(classifier.manifest().preprocessing);
+            smoother = Smoother::new(opts.smooth);
+        }
+        let oriented = match opts.transform.orient(frame.image, ctx.source_name) {
             Ok(img) => img,
             Err(e) => {
                 shared.finish(StopReason::Failed, Some(e));
                 break;
             }
         };
-        let tensor = pre.tensor(image::DynamicImage::ImageRgb8(image)).map_err(RuntimeError::from);
-        let probs = match tensor.and_then(|x| classifier.infer(&x)) {
+        let roi = opts.transform.roi;
+        let tensor = match roi {
+            Some(r) => pre.tensor_rgb(&r.crop(&oriented)),
+            None => pre.tensor_rgb(&oriented),
+        };
+        let probs = match tensor.map_err(RuntimeError::from).and_then(|x| classifier.infer(&x)) {
             Ok(logits) => softmax(&logits),
             Err(e) => {
                 shared.finish(StopReason::Failed, Some(e));
@@ -453,7 +567,7 @@ fn inference_loop(
         let result = FrameResult {
             seq: frame.seq,
             ts: rfc3339_utc(frame.wall),
-            source: source_name.to_string(),
+            source: ctx.source_name.to_string(),
             name: frame.name,
             label: if known { best.label.clone() } else { UNKNOWN.to_string() },
             index: known.then_some(best.index),
@@ -461,7 +575,15 @@ fn inference_loop(
             top,
             latency_ms: latency_ms as f32,
             age_ms: frame.captured.elapsed().as_secs_f32() * 1000.0,
+            model_sha256: classifier.sha256().to_string(),
         };
+        counters.classified.fetch_add(1, Ordering::Relaxed);
+        counters.dropped.store(ctx.queue.dropped(), Ordering::Relaxed);
+        *counters.last_classified.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let observed = Observed { result: &result, frame: &oriented, roi, model: &classifier, live: ctx.live };
+        for o in ctx.hooks.observers {
+            o.observe(&observed);
+        }
         if results.send(result).is_err() {
             break;
         }
@@ -546,16 +668,19 @@ mod tests {
     #[test]
     fn a_device_that_comes_back_is_reconnected() {
         let mut src = Flaky { failures: 2, reconnects: 0 };
-        let counted = AtomicU64::new(0);
+        let counted = RunCounters::default();
         assert!(matches!(fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false), &counted), Ok(Fetch::End)));
         assert_eq!(src.reconnects, 2);
-        assert_eq!(counted.load(Ordering::Relaxed), 2);
+        assert_eq!(counted.reconnects.load(Ordering::Relaxed), 2);
+        assert_eq!(counted.source_error(), None, "the device came back");
     }
 
     #[test]
     fn a_device_that_stays_lost_is_a_clear_error_after_the_retries() {
         let mut src = Flaky { failures: 100, reconnects: 0 };
-        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false), &AtomicU64::new(0)).err().unwrap();
+        let counted = RunCounters::default();
+        let err = fetch_with_retry(&mut src, &quick(), &AtomicBool::new(false), &counted).err().unwrap();
+        assert!(counted.source_error().is_some_and(|e| e.contains("device unplugged")));
         assert_eq!(src.reconnects, 3);
         let msg = err.to_string();
         assert!(msg.contains("camera:9 lost after 3 attempts") && msg.contains("device unplugged"), "{msg}");

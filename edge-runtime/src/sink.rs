@@ -40,6 +40,10 @@ pub struct FrameResult {
     pub latency_ms: f32,
     /// Capture to result, ms (includes time spent waiting in the queue).
     pub age_ms: f32,
+    /// sha256 of the model file that classified this frame: it changes when `run` reloads a
+    /// replaced model. Last, so postcard records of older versions are a prefix of these.
+    #[serde(default)]
+    pub model_sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -176,6 +180,7 @@ mod tests {
             top: vec![Prediction { index: 282, label: "tiger cat".into(), score: 0.5 }],
             latency_ms: 12.5,
             age_ms: 13.0,
+            model_sha256: "ab".repeat(32),
         }
     }
 

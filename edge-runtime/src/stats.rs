@@ -25,3 +25,30 @@ impl Latencies {
 }
 
 pub use common::stats::percentile;
+
+/// Frames per second over the last [`FpsMeter::WINDOW`] frames (what `--mqtt` state and the
+/// `--http` page show: the current rate, not the run's average).
+#[derive(Debug, Clone, Default)]
+pub struct FpsMeter {
+    recent: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl FpsMeter {
+    pub const WINDOW: usize = 30;
+
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+    }
+
+    pub fn fps(&self) -> f64 {
+        match (self.recent.front(), self.recent.back()) {
+            (Some(a), Some(b)) if self.recent.len() > 1 && b > a => {
+                (self.recent.len() - 1) as f64 / b.duration_since(*a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}

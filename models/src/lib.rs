@@ -20,5 +20,12 @@ pub use manifest::{MANIFEST_KEY, Manifest};
 pub use preprocess::{ImageLimits, Preprocessing, Preprocessor, ResizeFilter, ResizePolicy};
 pub use record::{ImageRecord, Prediction};
 
+/// sha256 of some bytes (a model file, weights), lowercase hex: the identity perch records for
+/// files (manifest provenance, `model_sha256` in the edge runtime's records).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 /// The perch version written into manifests and reports.
 pub const PERCH_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -287,8 +287,12 @@ impl Preprocessor {
 
     /// The whole pipeline for one decoded image: NCHW f32 values of one image.
     pub fn tensor(&mut self, img: DynamicImage) -> Result<Vec<f32>> {
-        let rgb = to_rgb8(img);
-        let resized = self.resize_rgb(&rgb)?;
+        self.tensor_rgb(&to_rgb8(img))
+    }
+
+    /// The same for an RGB frame the caller keeps (the streaming loop hands it on afterwards).
+    pub fn tensor_rgb(&mut self, rgb: &RgbImage) -> Result<Vec<f32>> {
+        let resized = self.resize_rgb(rgb)?;
         let mut out = vec![0f32; self.spec.tensor_len()];
         self.normalize_into(&resized, &mut out);
         Ok(out)

@@ -6,7 +6,6 @@
 //! - with `--ha-discovery`: Home Assistant discovery configs for a `sensor` (the label) and a
 //!   `binary_sensor` per `--ha-binary` class.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,6 +15,7 @@ use super::client::{Broker, BrokerOptions, BrokerStats, Message};
 use super::url::BrokerUrl;
 use crate::error::{Result, RuntimeError};
 use crate::sink::{FrameResult, Sink};
+use crate::stats::FpsMeter;
 
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
@@ -104,11 +104,8 @@ pub struct StateTracker {
     held: u32,
     current: Option<String>,
     last_state: Option<Instant>,
-    recent: VecDeque<Instant>,
+    fps: FpsMeter,
 }
-
-/// Frames over which `fps` is measured.
-const FPS_WINDOW: usize = 30;
 
 impl StateTracker {
     pub fn new(debounce: u32, heartbeat: Duration, model: &str) -> Self {
@@ -120,16 +117,13 @@ impl StateTracker {
             held: 0,
             current: None,
             last_state: None,
-            recent: VecDeque::new(),
+            fps: FpsMeter::default(),
         }
     }
 
     /// The messages this frame causes (none, a heartbeat state, or an event and a state).
     pub fn observe(&mut self, r: &FrameResult, now: Instant) -> Vec<Update> {
-        if self.recent.len() == FPS_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(now);
+        self.fps.tick(now);
         if self.candidate.as_deref() == Some(r.label.as_str()) {
             self.held = self.held.saturating_add(1);
         } else {
@@ -159,16 +153,7 @@ impl StateTracker {
             top: r.top.iter().map(|p| ScoredLabel { label: p.label.clone(), score: p.score }).collect(),
             ts: r.ts.clone(),
             model: self.model.clone(),
-            fps: self.fps(),
-        }
-    }
-
-    fn fps(&self) -> f64 {
-        match (self.recent.front(), self.recent.back()) {
-            (Some(a), Some(b)) if self.recent.len() > 1 && b > a => {
-                (self.recent.len() - 1) as f64 / b.duration_since(*a).as_secs_f64()
-            }
-            _ => 0.0,
+            fps: self.fps.fps(),
         }
     }
 }
@@ -350,6 +335,7 @@ mod tests {
             top: vec![Prediction { index: 0, label: label.into(), score }],
             latency_ms: 1.0,
             age_ms: 1.0,
+            model_sha256: String::new(),
         }
     }
 

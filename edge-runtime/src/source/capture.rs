@@ -167,6 +167,11 @@ impl Roi {
         u64::from(self.x) + u64::from(self.width) <= u64::from(w)
             && u64::from(self.y) + u64::from(self.height) <= u64::from(h)
     }
+
+    /// The region of a frame it fits (checked by [`Transform::check`]).
+    pub fn crop(&self, img: &RgbImage) -> RgbImage {
+        imageops::crop_imm(img, self.x, self.y, self.width, self.height).to_image()
+    }
 }
 
 impl FromStr for Roi {
@@ -230,6 +235,16 @@ impl Transform {
         if self.is_identity() {
             return Ok(img);
         }
+        let img = self.orient(img, source)?;
+        Ok(match self.roi {
+            None => img,
+            Some(r) => r.crop(&img),
+        })
+    }
+
+    /// Rotates and flips one frame, checking that the ROI fits the result (the live view shows
+    /// this frame with the ROI drawn on it; [`Roi::crop`] then gives what is classified).
+    pub fn orient(&self, img: RgbImage, source: &str) -> Result<RgbImage> {
         self.check(img.width(), img.height(), source)?;
         let img = match self.rotate {
             Rotation::R0 => img,
@@ -237,14 +252,10 @@ impl Transform {
             Rotation::R180 => imageops::rotate180(&img),
             Rotation::R270 => imageops::rotate270(&img),
         };
-        let img = match self.flip {
+        Ok(match self.flip {
             None => img,
             Some(Flip::Horizontal) => imageops::flip_horizontal(&img),
             Some(Flip::Vertical) => imageops::flip_vertical(&img),
-        };
-        Ok(match self.roi {
-            None => img,
-            Some(r) => imageops::crop_imm(&img, r.x, r.y, r.width, r.height).to_image(),
         })
     }
 }

@@ -20,7 +20,6 @@ use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use models::Backbone;
 use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 
 use super::BackboneNet;
 use super::conv_norm::ConvNormAct;
@@ -77,10 +76,7 @@ fn example_name(kind: Backbone) -> &'static str {
     }
 }
 
-/// sha256 of a file's bytes, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
+pub use models::sha256_hex;
 
 /// Reads a weights file; a missing file names the path and the flag/env to set.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, TrainerError> {
