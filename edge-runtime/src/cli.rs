@@ -209,10 +209,7 @@ pub struct CollectArgs {
 }
 
 fn parse_megabytes(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of megabytes")),
-    }
+    parse_positive(s, "megabytes")
 }
 
 impl CollectArgs {
@@ -302,9 +299,13 @@ pub struct RunMqttArgs {
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
+    parse_positive(s, "seconds")
+}
+
+fn parse_positive(s: &str, unit: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+        _ => Err(format!("'{s}' is not a positive number of {unit}")),
     }
 }
 
