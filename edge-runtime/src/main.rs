@@ -128,7 +128,8 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mqtt_opts = args.mqtt.options()?;
-    let classifier = load(&args.model)?;
+    let slot = Arc::new(ModelSlot::new(load(&args.model)?));
+    let classifier = slot.current();
     let opts = args.options();
     let labels = classifier.manifest().labels.0.clone();
     opts.check(&labels)?;
@@ -138,14 +139,15 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
     let mut sinks = vec![sink::sink_for(args.emit, Box::new(std::io::stdout().lock()))];
     let mut mqtt_stats = None;
     if let Some(m) = &mqtt_opts {
-        let mqtt_sink = MqttSink::connect(m, &classifier.manifest().name, &labels)?;
+        let mut mqtt_sink = MqttSink::connect(m, &classifier.manifest().name, &labels)?;
+        mqtt_sink.follow_model(slot.clone());
         eprintln!("mqtt: publishing to {} as {}/{}/", m.url, m.url.prefix, m.name);
         mqtt_stats = Some(mqtt_sink.stats_handle());
         sinks.push(Box::new(mqtt_sink));
     }
     let mut sink = sink::Tee(sinks);
 
-    let slot = Arc::new(ModelSlot::new(classifier));
+    drop(classifier);
     let counters = Arc::new(RunCounters::default());
     // A replaced --model file (or SIGHUP) is loaded, checked against this run's class names
     // and swapped in between frames; a bad one leaves the running model in place.

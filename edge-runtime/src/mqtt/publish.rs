@@ -230,6 +230,8 @@ pub struct MqttSink {
     topics: Topics,
     tracker: StateTracker,
     stats: std::sync::Arc<std::sync::Mutex<BrokerStats>>,
+    /// The run's model slot: a hot-reloaded model's name goes into the next state.
+    model: Option<std::sync::Arc<crate::reload::ModelSlot>>,
 }
 
 /// Counters readable after the sink was handed to the pipeline.
@@ -267,11 +269,17 @@ impl MqttSink {
             topics,
             tracker: StateTracker::new(opts.debounce, opts.heartbeat, model),
             stats: Default::default(),
+            model: None,
         })
     }
 
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.stats.clone())
+    }
+
+    /// Names the current model of `slot` in the state (it changes when `run` reloads one).
+    pub fn follow_model(&mut self, slot: std::sync::Arc<crate::reload::ModelSlot>) {
+        self.model = Some(slot);
     }
 
     fn record_stats(&self) {
@@ -288,6 +296,12 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 impl Sink for MqttSink {
     fn emit(&mut self, r: &FrameResult) -> Result<()> {
         let Some(broker) = &self.broker else { return Ok(()) };
+        if let Some(slot) = &self.model {
+            let current = slot.current();
+            if current.sha256() == r.model_sha256 && current.manifest().name != self.tracker.model {
+                self.tracker.model = current.manifest().name.clone();
+            }
+        }
         for u in self.tracker.observe(r, Instant::now()) {
             broker.publish(match u {
                 Update::State(s) => Message::retained(self.topics.state(), to_json(&s)),
