@@ -123,6 +123,29 @@ fn chelsea_the_cat_is_a_cat_for_both_reference_models() {
     assert!(stdout(&out).contains("chelsea.png") && stdout(&out).contains("cat"), "{}", stdout(&out));
 }
 
+/// The EfficientNet-B0 reference ONNX under `--preset efficientnet-b0` (ImageNet mean/std on
+/// 0-255, bicubic 87.5 % crop): the fixture photos named after their ImageNet class
+/// (`imagenet_NN_<class>.jpg`) get that class as top-1, and Chelsea is a cat.
+#[test]
+fn efficientnet_b0_reference_classifies_the_fixture_photos_under_its_preset() {
+    let mut args = vec!["classify".to_string(), "--json".into()];
+    args.extend(B0.args());
+    args.push(s(&photos_dir()));
+    let out = edge_runtime(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("efficientnet-b0-imagenet, 1000 classes"), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 6);
+    for line in &lines {
+        let path = line["path"].as_str().unwrap();
+        let top1 = line["top"][0]["index"].as_i64().unwrap();
+        match path.rsplit('_').next().and_then(|t| t.strip_suffix(".jpg")) {
+            Some(class) => assert_eq!(top1, class.parse::<i64>().unwrap(), "{path}: {line}"),
+            None => assert!(is_cat(top1), "{path}: {line}"),
+        }
+    }
+}
+
 #[test]
 fn grayscale_alpha_and_16_bit_images_are_converted() {
     let dir = tempfile::tempdir().unwrap();

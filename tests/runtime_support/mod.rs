@@ -12,6 +12,7 @@ pub struct Reference {
 
 pub const MOBILENET: Reference = Reference { file: "mobilenet_v2_1.0_224.onnx", preset: "mobilenetv2" };
 pub const LITE0: Reference = Reference { file: "efficientnet_lite0.onnx", preset: "efficientnet-lite0" };
+pub const B0: Reference = Reference { file: "efficientnet_b0.onnx", preset: "efficientnet-b0" };
 
 impl Reference {
     pub fn path(&self) -> PathBuf {
