@@ -80,8 +80,17 @@ impl Collector {
     /// Creates DIR, counts what it already holds, starts the writer.
     pub fn start(opts: CollectOptions, log: Log) -> Result<Self> {
         let bad = |what: String| RuntimeError::BadCaptureDir(what);
-        std::fs::create_dir_all(&opts.dir).map_err(|e| bad(format!("cannot create {}: {e}", opts.dir.display())))?;
         let stats = Arc::new(CollectStats::default());
+        match std::fs::create_dir_all(&opts.dir) {
+            Ok(()) => {}
+            // A device that boots with a full disk still classifies; capture is off.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                let reason = format!("no space left on the device creating {} ({e})", opts.dir.display());
+                log(&format!("warning: capture stopped: {reason}; inference and outputs go on"));
+                *stats.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            }
+            Err(e) => return Err(bad(format!("cannot create {}: {e}", opts.dir.display()))),
+        }
         let (files, bytes) = existing_jpegs(&opts.dir);
         stats.files.store(files, Ordering::Relaxed);
         stats.bytes.store(bytes, Ordering::Relaxed);
@@ -209,7 +218,9 @@ fn write_loop(opts: &CollectOptions, rx: &Receiver<Job>, stats: &CollectStats, l
             )
         })
     };
-    if let Some(reason) = cap_reached(0) {
+    if stats.stopped().is_none()
+        && let Some(reason) = cap_reached(0)
+    {
         stop(reason);
     }
     for job in rx.iter() {
