@@ -22,7 +22,11 @@ use crate::history::EpochRow;
 use crate::run::{BEST_MODEL, RunInfo};
 
 fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
-    TrainerError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+    let reason = e.to_string();
+    if TrainerError::is_no_space(&reason) {
+        return TrainerError::NoSpace { path: path.to_path_buf() };
+    }
+    TrainerError::Checkpoint { path: path.to_path_buf(), reason }
 }
 
 /// Saves a module's parameters (burnpack) atomically: burn writes the temporary file by name,
