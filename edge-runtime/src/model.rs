@@ -212,11 +212,7 @@ fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Pl
 /// file is refused with a message, never a crash.
 fn no_panic<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let msg = common::panic_message(payload.as_ref());
         Err(TractError::msg(format!("tract failed {what} (internal panic: {msg}); the model file is malformed")))
     })
 }

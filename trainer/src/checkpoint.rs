@@ -41,9 +41,18 @@ pub fn save_module<M: Module>(module: M, path: &Path) -> Result<(), TrainerError
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, TrainerError> {
     let record = ModuleRecord::load(path).map_err(|e| record_err(path, format!("{e}: delete it to start over")))?;
     // `allow_unused`: a backbone record may carry the ImageNet classifier the new model lacks.
-    module
-        .try_load_record(record.allow_unused(true))
+    no_panic(path, || module.try_load_record(record.allow_unused(true)))?
         .map_err(|e| record_err(path, format!("does not fit this model: {e}")))
+}
+
+/// burn panics on some damaged records instead of returning an error (fuzzing found a tensor
+/// stored as U32 where a float was expected; fuzz/regressions/checkpoint/): run `f` and turn a
+/// panic into an error naming the file.
+fn no_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, TrainerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = common::panic_message(payload.as_ref());
+        record_err(path, format!("is damaged ({msg}): delete it to start over"))
+    })
 }
 
 /// The classifier: backbone + new head.
@@ -190,7 +199,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, CheckpointState)>, Trai
 pub fn load_optimizer(optim: ModuleOptimizer, checkpoint: &Path) -> Result<ModuleOptimizer, TrainerError> {
     let path = checkpoint.join(OPTIM_FILE);
     let record = OptimizerRecord::load(&path).map_err(|e| record_err(&path, e))?;
-    Ok(optim.load_record(record))
+    no_panic(&path, || optim.load_record(record))
 }
 
 #[cfg(test)]
