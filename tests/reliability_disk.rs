@@ -8,17 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(perch::bin("trainer"))
-        .args(args)
-        .env("PERCH_WEIGHTS", perch::weights_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run trainer")
-}
+use perch::output_text as text;
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+fn trainer(args: &[&str]) -> Output {
+    perch::trainer().args(args).output().expect("run trainer")
 }
 
 fn s(p: &Path) -> &str {

@@ -4,20 +4,11 @@
 //! moments: the target path never holds a partial model (absent, or a complete one that loads).
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use edge_runtime::{Classifier, LoadOptions};
-
-fn trainer() -> Command {
-    let mut c = Command::new(perch::bin("trainer"));
-    c.env("PERCH_WEIGHTS", perch::weights_dir()).env("RUST_LOG", "warn");
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use perch::{output_text as text, trainer};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
