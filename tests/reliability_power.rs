@@ -176,7 +176,7 @@ fn fit_killed_at_ten_moments_resumes_to_the_uninterrupted_history() {
         }
         let child = trainer().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         assert!(run_until(child, moment, &b, &cache_b), "kill {i} ({moment:?}): the run finished first");
-        kills.push((moment, checkpoints(&b).into_iter().filter(|n| n.starts_with("epoch-")).last()));
+        kills.push((moment, checkpoints(&b).into_iter().rfind(|n| n.starts_with("epoch-"))));
     }
     eprintln!("kills (moment, last complete checkpoint): {kills:?}");
     assert!(kills.iter().filter(|(m, _)| matches!(m, Moment::Features(_))).count() >= 1);

@@ -141,7 +141,6 @@ fn fuzz(target: &Target, cli: &Cli) -> Result<usize> {
         let m = mutant(&mut rng, a, b, max_len);
         run_one(&m, "mutant")?;
     }
-    drop(run_one);
     let execs = execs.get();
     let _ = std::fs::remove_file(&current);
     let secs = started.elapsed().as_secs_f64();

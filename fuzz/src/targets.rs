@@ -73,7 +73,7 @@ pub fn onnx(data: &[u8]) {
     let mut opts = LoadOptions::new(&path);
     // Both int8 paths (the QDQ graph as is, and its weights folded to float); fp32 models
     // take the same path either way. `auto` only adds timing.
-    opts.int8 = if data.len() % 2 == 0 { Int8Mode::Native } else { Int8Mode::Weights };
+    opts.int8 = if data.len().is_multiple_of(2) { Int8Mode::Native } else { Int8Mode::Weights };
     if let Ok(c) = Classifier::load(&opts) {
         let input = vec![0.5f32; c.input_len()];
         let _ = c.classify(&input, 5);
