@@ -143,6 +143,7 @@ fn fuzz(target: &Target, cli: &Cli) -> Result<usize> {
     }
     let execs = execs.get();
     let _ = std::fs::remove_file(&current);
+    perch_fuzz::targets::remove_scratch();
     let secs = started.elapsed().as_secs_f64();
     let crashes: u64 = found.values().map(|(n, _)| n).sum();
     println!(

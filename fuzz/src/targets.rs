@@ -49,10 +49,18 @@ pub fn find(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
 }
 
+static SCRATCH: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+/// Removes the scratch folder (a static is never dropped: the runner calls this at its end).
+pub fn remove_scratch() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+}
+
 /// Where path-based loaders read their input from (one folder per process).
 fn scratch(name: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
+    let dir = SCRATCH.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
         tempfile::Builder::new().prefix("perch-fuzz-").tempdir_in(base).expect("scratch folder for the fuzz inputs")
