@@ -2,7 +2,7 @@
 //! live, and the built binaries (tests run the commands a user would).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
 /// The workspace root (this package's manifest directory).
@@ -49,4 +49,17 @@ pub fn bin(name: &str) -> PathBuf {
         built.push(name.to_string());
     }
     profile_dir.join(name)
+}
+
+/// The built `trainer` with the shared weights and warnings-only logs, as the end-to-end tests
+/// run it.
+pub fn trainer() -> Command {
+    let mut c = Command::new(bin("trainer"));
+    c.env("PERCH_WEIGHTS", weights_dir()).env("RUST_LOG", "warn");
+    c
+}
+
+/// stdout then stderr of a finished command, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }

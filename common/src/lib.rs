@@ -9,5 +9,15 @@ pub mod plot;
 pub mod stats;
 
 pub use fs::{AtomicFile, write_atomic};
+
+/// The message of a caught panic (`catch_unwind`'s payload): the loaders turn panics of the
+/// engines they drive (tract, burn) on malformed files into errors that quote it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
 pub use math::{argmax, softmax, top_k};
 pub use stats::{LatencyStats, percentile};

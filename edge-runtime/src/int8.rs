@@ -248,6 +248,11 @@ fn dequantize(
         }
         (scales.len(), dims[axis as usize + 1..].iter().product::<usize>())
     };
+    // Fuzzing found a zero dimension after the axis (a division by zero below) and data that
+    // does not fill its shape: both are a damaged file.
+    if inner == 0 || values.len() != dims.iter().product::<usize>() {
+        return Err(format!("{} values do not fill the shape {dims:?}", values.len()));
+    }
     let float_data = values
         .iter()
         .enumerate()

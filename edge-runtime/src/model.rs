@@ -203,7 +203,7 @@ fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Pl
     let shape = [1usize, 3, p.height as usize, p.width as usize];
     let unsupported = |e: TractError| RuntimeError::Unsupported { path: path.to_path_buf(), reason: format!("{e:#}") };
     let dir = path.parent().and_then(Path::to_str);
-    let parsed = tract_onnx::onnx().parse(proto, dir).map_err(unsupported)?;
+    let parsed = no_panic("parsing the graph", || tract_onnx::onnx().parse(proto, dir)).map_err(unsupported)?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(RuntimeError::Unsupported {
             path: path.to_path_buf(),
@@ -212,12 +212,25 @@ fn build_plan(path: &Path, manifest: &Manifest, proto: &ModelProto) -> Result<Pl
     }
     // Pin the input to one image of the manifest's size: a symbolic batch axis would keep
     // tract from optimizing for the shape we always run.
-    parsed
-        .model
-        .with_input_fact(0, f32::fact(shape).into())
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(unsupported)
+    no_panic("optimizing the graph", || {
+        parsed
+            .model
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+    })
+    .map_err(unsupported)
+}
+
+/// tract panics on some malformed graphs instead of returning an error (fuzzing found an
+/// unknown tensor name in the parser and a Conv whose padding has too few axes in the
+/// optimizer; fuzz/regressions/onnx/): run `f` and turn a panic into an error, so a bad model
+/// file is refused with a message, never a crash.
+fn no_panic<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = common::panic_message(payload.as_ref());
+        Err(TractError::msg(format!("tract failed {what} (internal panic: {msg}); the model file is malformed")))
+    })
 }
 
 /// Mean ms per inference over a few runs after a warm-up (for `--int8 auto`).
@@ -248,8 +261,10 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor
     }
     let shape = [1usize, 3, p.height as usize, p.width as usize];
     let tensor = Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
-    let outputs = multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
-        .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
+    let outputs = no_panic("running the model", || {
+        multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
+    })
+    .map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     Ok(view.iter().copied().collect())
 }

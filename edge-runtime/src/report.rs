@@ -23,6 +23,8 @@ pub enum ReportError {
     Parse { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source} (check that the directory exists and is writable)")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: no space left on the device: free some space or write the report to another disk")]
+    NoSpace { path: PathBuf },
     #[error("cannot draw the plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
     #[error("nothing to report: {0}")]
@@ -321,8 +323,7 @@ impl MergedReport {
         let legend_rows = (self.devices.len() * 22).div_ceil(34);
         let slot = |i: usize| n - 1 - i;
         let height = 140 + 34 * (n + legend_rows) as u32;
-        let tmp = common::AtomicFile::create(path)
-            .map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
+        let tmp = common::AtomicFile::create(path).map_err(|source| ReportError::write(path, source))?;
         let plot_err =
             |e: &dyn std::fmt::Display| ReportError::Plot { path: path.to_path_buf(), reason: e.to_string() };
         {
@@ -398,7 +399,7 @@ impl MergedReport {
                 .map_err(|e| plot_err(&e))?;
             root.present().map_err(|e| plot_err(&e))?;
         }
-        tmp.commit().map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
+        tmp.commit().map_err(|source| ReportError::write(path, source))?;
         Ok(())
     }
 }
@@ -414,10 +415,20 @@ impl From<BenchReport> for MergedReport {
     }
 }
 
+impl ReportError {
+    /// A failed write of `path`; a full disk (ENOSPC) gets its own message.
+    fn write(path: &Path, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::StorageFull => ReportError::NoSpace { path: path.to_path_buf() },
+            _ => ReportError::Write { path: path.to_path_buf(), source },
+        }
+    }
+}
+
 /// Writes a report file atomically (`common::write_atomic`): a crash never leaves a
 /// half-written report where a good one was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    common::write_atomic(path, bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+    common::write_atomic(path, bytes).map_err(|source| ReportError::write(path, source))
 }
 
 fn file_stem(path: &str) -> String {

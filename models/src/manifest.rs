@@ -196,6 +196,32 @@ impl Manifest {
         if p.width == 0 || p.height == 0 || p.std.contains(&0.0) {
             return Err(ModelsError::Manifest("preprocessing has a zero size or a zero std".into()));
         }
+        // Found by fuzzing (fuzz/regressions/manifest/): an infinite crop fraction validated,
+        // then could not be written back (JSON has no inf) and broke every crop; a huge input
+        // size would make every frame's tensor a multi-gigabyte allocation.
+        let max = crate::preprocess::MAX_INPUT_SIDE;
+        if p.width > max || p.height > max {
+            return Err(ModelsError::Manifest(format!(
+                "preprocessing input {}x{} is larger than {max}x{max}: not a classifier input size",
+                p.width, p.height
+            )));
+        }
+        if !p.mean.iter().chain(&p.std).all(|v| v.is_finite()) {
+            return Err(ModelsError::Manifest("preprocessing mean/std are not all finite numbers".into()));
+        }
+        if let crate::ResizePolicy::CenterCrop { fraction } = p.resize
+            && !(fraction > 0.0 && fraction <= 1.0)
+        {
+            return Err(ModelsError::Manifest(format!("center-crop fraction {fraction} is not in (0, 1]")));
+        }
+        if let Some((name, v)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(ModelsError::Manifest(format!("metric {name} is {v}, not a finite number")));
+        }
+        if let Some(e) = &self.enrolment
+            && !e.temperature.is_finite()
+        {
+            return Err(ModelsError::Manifest(format!("enrolment temperature {} is not finite", e.temperature)));
+        }
         Ok(())
     }
 }
@@ -226,6 +252,33 @@ mod tests {
         assert_eq!(Manifest::from_postcard(&m.to_postcard()).unwrap(), m);
         assert!(m.to_json().contains("\"backbone\":\"efficientnet-lite0\""));
         assert!(m.to_json().contains("\"method\":\"minmax\""), "the calibration method keeps its JSON spelling");
+    }
+
+    /// Values that parse but cannot describe a model (fuzzing found the infinite crop fraction:
+    /// 1e39 is a valid JSON number that becomes inf as an f32).
+    #[test]
+    fn refuses_non_finite_and_oversized_preprocessing() {
+        let m = Manifest::for_preset(Backbone::MobileNetV2, Labels(vec!["a".into()]), "t");
+        let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+            f(&mut v);
+            v.to_string()
+        };
+        let bad = [
+            (edit(&|v| v["preprocessing"]["resize"]["fraction"] = 1e39.into()), "center-crop fraction inf"),
+            (edit(&|v| v["preprocessing"]["resize"]["fraction"] = 1.5.into()), "not in (0, 1]"),
+            (edit(&|v| v["preprocessing"]["width"] = 65535.into()), "larger than 4096x4096"),
+            (edit(&|v| v["preprocessing"]["std"][1] = (-1e39).into()), "mean/std"),
+        ];
+        assert!(Manifest::from_json(&edit(&|_| {})).is_ok());
+        for (text, want) in bad {
+            let err = Manifest::from_json(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // JSON cannot carry a NaN metric, but a writer could compute one (and write `null`).
+        let mut nan = m.clone();
+        nan.metrics.insert("int8_drop_points".into(), f64::NAN);
+        assert!(nan.validate().unwrap_err().to_string().contains("metric int8_drop_points is NaN"));
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl Preprocessing {
     }
 }
 
+/// The largest model input side a manifest may declare. Classifier inputs are a few hundred
+/// pixels (224 to 600 for the common ImageNet models); 4096 leaves room and still caps one
+/// frame's input tensor at 3 x 4096 x 4096 floats (192 MiB).
+pub const MAX_INPUT_SIDE: u32 = 4096;
+
 /// Guards against decompression bombs and absurd inputs.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageLimits {

@@ -22,7 +22,11 @@ use crate::history::EpochRow;
 use crate::run::{BEST_MODEL, RunInfo};
 
 fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
-    TrainerError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+    let reason = e.to_string();
+    if TrainerError::is_no_space(&reason) {
+        return TrainerError::NoSpace { path: path.to_path_buf() };
+    }
+    TrainerError::Checkpoint { path: path.to_path_buf(), reason }
 }
 
 /// Saves a module's parameters (burnpack) atomically: burn writes the temporary file by name,
@@ -37,9 +41,18 @@ pub fn save_module<M: Module>(module: M, path: &Path) -> Result<(), TrainerError
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, TrainerError> {
     let record = ModuleRecord::load(path).map_err(|e| record_err(path, format!("{e}: delete it to start over")))?;
     // `allow_unused`: a backbone record may carry the ImageNet classifier the new model lacks.
-    module
-        .try_load_record(record.allow_unused(true))
+    no_panic(path, || module.try_load_record(record.allow_unused(true)))?
         .map_err(|e| record_err(path, format!("does not fit this model: {e}")))
+}
+
+/// burn panics on some damaged records instead of returning an error (fuzzing found a tensor
+/// stored as U32 where a float was expected; fuzz/regressions/checkpoint/): run `f` and turn a
+/// panic into an error naming the file.
+fn no_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, TrainerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = common::panic_message(payload.as_ref());
+        record_err(path, format!("is damaged ({msg}): delete it to start over"))
+    })
 }
 
 /// The classifier: backbone + new head.
@@ -111,22 +124,51 @@ pub fn save<M: Module>(
     let final_dir = epoch_dir(run_dir, state.epoch);
     let tmp = dir.join(format!(".epoch-{:03}.tmp-{}", state.epoch, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(TrainerError::io(&tmp))?;
-    save_module(module, &tmp.join(MODEL_FILE))?;
-    let opt = tmp.join(OPTIM_FILE);
-    optim.to_record().save(&opt).map_err(|e| record_err(&opt, e))?;
-    let state_file = tmp.join(STATE_FILE);
-    std::fs::write(&state_file, serde_json::to_vec_pretty(state).unwrap_or_default())
-        .map_err(TrainerError::io(&state_file))?;
-    // fsyncs every file, then renames; a leftover folder of the same epoch (a crash after the
-    // rename, before the history write) is replaced: the new one is the same epoch recomputed.
-    common::fs::commit_dir(&tmp, &final_dir).map_err(TrainerError::io(&final_dir))?;
+    let written = (|| {
+        std::fs::create_dir_all(&tmp).map_err(TrainerError::io(&tmp))?;
+        save_module(module, &tmp.join(MODEL_FILE))?;
+        let opt = tmp.join(OPTIM_FILE);
+        optim.to_record().save(&opt).map_err(|e| record_err(&opt, e))?;
+        let state_file = tmp.join(STATE_FILE);
+        std::fs::write(&state_file, serde_json::to_vec_pretty(state).unwrap_or_default())
+            .map_err(TrainerError::io(&state_file))?;
+        // fsyncs every file, then renames; a leftover folder of the same epoch (a crash after
+        // the rename, before the history write) is replaced: the new one is the same epoch
+        // recomputed.
+        common::fs::commit_dir(&tmp, &final_dir).map_err(TrainerError::io(&final_dir))
+    })();
+    if let Err(e) = written {
+        // A failed write (a full disk) leaves no half checkpoint taking up the space.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     for (epoch, old) in list(run_dir)? {
         if epoch + 2 <= state.epoch {
             let _ = std::fs::remove_dir_all(old);
         }
     }
     Ok(final_dir)
+}
+
+/// Removes what a killed run left half-written: temporary checkpoint folders
+/// (`.epoch-NNN.tmp-PID`) and atomic-write temporaries (`.NAME.XXXXXX.tmp.EXT`) in the run and
+/// checkpoints folders. Called when a run is resumed (its one owner), so nothing of a live
+/// writer is touched. Returns how many entries were removed.
+pub fn remove_leftovers(run_dir: &Path) -> usize {
+    let mut removed = 0;
+    for dir in [run_dir.to_path_buf(), checkpoints_dir(run_dir)] {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for entry in rd.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with('.') && name.contains(".tmp")) {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed += usize::from(gone.is_ok());
+        }
+    }
+    removed
 }
 
 /// Complete checkpoints, oldest first.
@@ -157,5 +199,25 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, CheckpointState)>, Trai
 pub fn load_optimizer(optim: ModuleOptimizer, checkpoint: &Path) -> Result<ModuleOptimizer, TrainerError> {
     let path = checkpoint.join(OPTIM_FILE);
     let record = OptimizerRecord::load(&path).map_err(|e| record_err(&path, e))?;
-    Ok(optim.load_record(record))
+    no_panic(&path, || optim.load_record(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_a_killed_run_are_removed_and_nothing_else() {
+        let run = tempfile::tempdir().unwrap();
+        let ck = checkpoints_dir(run.path());
+        std::fs::create_dir_all(ck.join(".epoch-004.tmp-1234")).unwrap();
+        std::fs::write(ck.join(".epoch-004.tmp-1234").join(MODEL_FILE), b"half").unwrap();
+        std::fs::create_dir_all(ck.join("epoch-003")).unwrap();
+        std::fs::write(run.path().join(".best.bpk.AbC123.tmp.bpk"), b"half").unwrap();
+        std::fs::write(run.path().join("history.json"), b"[]").unwrap();
+        assert_eq!(remove_leftovers(run.path()), 2);
+        assert!(ck.join("epoch-003").is_dir() && run.path().join("history.json").is_file());
+        assert_eq!(std::fs::read_dir(&ck).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(run.path()).unwrap().count(), 2);
+    }
 }

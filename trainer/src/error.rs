@@ -9,6 +9,12 @@ pub enum TrainerError {
     #[error("cannot read or write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
+    #[error(
+        "no space left on the device holding {path}: free some space (or write to another disk) and run the \
+         command again; `trainer fit --resume` continues a run from its last complete checkpoint"
+    )]
+    NoSpace { path: PathBuf },
+
     #[error(transparent)]
     Models(#[from] models::ModelsError),
 
@@ -85,9 +91,19 @@ pub enum TrainerError {
 }
 
 impl TrainerError {
-    /// An I/O error on `path` (keeps call sites short: `.map_err(TrainerError::io(path))`).
+    /// An I/O error on `path` (keeps call sites short: `.map_err(TrainerError::io(path))`); a
+    /// full disk becomes [`TrainerError::NoSpace`].
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainerError {
         let path = path.into();
-        move |source| TrainerError::Io { path, source }
+        move |source| match source.kind() {
+            std::io::ErrorKind::StorageFull => TrainerError::NoSpace { path },
+            _ => TrainerError::Io { path, source },
+        }
+    }
+
+    /// Whether a message from a library that only hands out text (burn's recorders) reports a
+    /// full disk (ENOSPC).
+    pub fn is_no_space(reason: &str) -> bool {
+        reason.contains("os error 28") || reason.contains("No space left on device")
     }
 }

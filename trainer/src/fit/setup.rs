@@ -60,6 +60,13 @@ pub(super) fn claim_run_dir(run_dir: &Path, opts: &FitOptions, cfg: &FitConfig) 
                 ),
             })
         }
+        (Some(_), true) => {
+            let removed = crate::checkpoint::remove_leftovers(run_dir);
+            if removed > 0 {
+                tracing::info!("removed {removed} half-written file(s) of the interrupted run");
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
