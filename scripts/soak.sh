@@ -10,8 +10,9 @@
 #   dir        run --source dir:tests/fixtures/photos --loop  (a finite source, started over)
 # Each leg also publishes to an MQTT broker (--mqtt) when mosquitto is installed: the script
 # starts one on a free 127.0.0.1 port (PERCH_SOAK_MQTT=0 turns this off).
-# HTTP hook: when `run --http ADDR` exists, add it to `leg_args` below (one port per leg) and
-# poll its page from `sample` so the HTTP sink is soaked too.
+# Each leg also serves its live page (--http 127.0.0.1:<free port>; PERCH_SOAK_HTTP=0 turns this
+# off), and every sample fetches what an open page fetches (/api/status, /api/frame.jpg) plus a
+# Prometheus scrape (/metrics), so the HTTP side is soaked too; a failed fetch is an error line.
 #
 # Pass (per leg, after the warm-up, PERCH_SOAK_WARMUP_MIN, default 5 or a sixth of the run):
 # every RSS sample within ±5 % of the first one after the warm-up, the mean fps of the last
@@ -71,11 +72,15 @@ leg_args() {
   esac
 }
 
-declare -A leg_pid
+declare -A leg_pid http_port
 for leg in $legs; do
   # shellcheck disable=SC2046
   args=(run $(leg_args "$leg") --model "$model" --preset mobilenetv2 --labels "$weights/imagenet_labels.txt" --emit jsonl --threads 1)
   [ -n "$mqtt_url" ] && args+=(--mqtt "$mqtt_url" --name "soak-$leg")
+  if [ "${PERCH_SOAK_HTTP:-1}" = 1 ]; then
+    http_port[$leg]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    args+=(--http "127.0.0.1:${http_port[$leg]}")
+  fi
   "$bin" "${args[@]}" >"$work/$leg.jsonl" 2>"$work/$leg.err" &
   leg_pid[$leg]=$!
   pids+=($!)
@@ -84,7 +89,7 @@ done
 
 # Error lines: anything on stderr but the model line, the summary and the MQTT topic line;
 # a warning or error of any kind (an MQTT reconnect included) counts.
-errors() { grep -cvE '^(model |summary:|mqtt: publishing to )' "$1" || true; }
+errors() { grep -cvE '^(model |summary:|mqtt: publishing to |http: live page on )' "$1" || true; }
 
 # CPU seconds (user + system) of a process, from /proc/PID/stat (fields 14 and 15, in ticks).
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -114,6 +119,12 @@ while [ "$(date +%s)" -lt "$end" ] && [ "$gone" = 0 ]; do
     last_frames[$leg]=$frames
     last_cpu[$leg]=$cpu
     load1=$(cut -d' ' -f1 /proc/loadavg)
+    if [ -n "${http_port[$leg]:-}" ]; then
+      for path in /api/status /api/frame.jpg /metrics; do
+        curl -sf -o /dev/null "http://127.0.0.1:${http_port[$leg]}$path" ||
+          echo "soak: GET $path failed on leg $leg" >>"$work/$leg.err"
+      done
+    fi
     echo "$(( now - start )),$leg,$rss,$frames,$fps,$(errors "$work/$leg.err"),$cpf,$load1" >>"$csv"
   done
   last=$now
@@ -140,11 +151,11 @@ for leg in $legs; do
   fi
   summary=$(grep '^summary:' "$work/$leg.err" || echo "no summary (the run did not end cleanly)")
   echo "$leg: $summary" | tee -a "$work/summaries.txt"
-  grep -vE '^(model |summary:|mqtt: publishing to )' "$work/$leg.err" | head -n 20 | sed "s/^/$leg stderr: /" >>"$work/summaries.txt" || true
+  grep -vE '^(model |summary:|mqtt: publishing to |http: live page on )' "$work/$leg.err" | head -n 20 | sed "s/^/$leg stderr: /" >>"$work/summaries.txt" || true
 done
 cp "$work/summaries.txt" "$out/summaries.txt"
 
-venv=${PERCH_PY_VENV:-$target/../python-venv-plot}
+venv=${PERCH_PY_VENV:-$target/python-venv-plot}
 py=python3
 if "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
   py=$venv/bin/python
