@@ -65,3 +65,27 @@ fn models_that_made_tract_panic_are_refused_clearly() {
         }
     }
 }
+
+/// The checkpoint that made burn panic (a record whose tensor type was flipped) is refused
+/// with an error that names the file and says what to do, not just "no panic".
+#[test]
+fn a_damaged_checkpoint_is_a_clear_error_naming_the_file() {
+    let input = std::fs::read(fuzz_dir("regressions/checkpoint/crash-00c669081a729fb9.bin")).unwrap();
+    let (&which, body) = input.split_first().unwrap();
+    assert_eq!(which % 3, 0, "the kept input drives the model.bpk loader");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(trainer::checkpoint::MODEL_FILE);
+    std::fs::write(&path, body).unwrap();
+    let device = burn::tensor::Device::flex();
+    let head = trainer::head::Head::new(
+        perch_fuzz::targets::CHECKPOINT_FEATURES,
+        perch_fuzz::targets::CHECKPOINT_CLASSES,
+        0.2,
+        &device,
+    )
+    .unwrap();
+    let err =
+        trainer::checkpoint::load_module(head, &path).err().expect("a damaged checkpoint must not load").to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("is damaged"), "{err}");
+    assert!(err.contains("delete it to start over"), "{err}");
+}
