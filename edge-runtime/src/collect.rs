@@ -64,8 +64,9 @@ struct Job {
     ts: String,
 }
 
-/// What the collector tells the user (one line each: the stop warning).
-pub type Log = Box<dyn Fn(&str) + Send>;
+/// What the collector tells the user (one line each: the stop warning); the same callback type
+/// as the reloader's.
+pub use crate::reload::Log;
 
 /// The `--capture` observer and its writer thread.
 pub struct Collector {

@@ -419,7 +419,7 @@ pub fn run_with(
             capture_loop(source.as_mut(), queue, opts, stop, shared);
             queue.close();
         });
-        let ctx = InferenceContext { model, opts, shared, source_name: &source_name, live, queue, hooks };
+        let ctx = InferenceContext { model, opts, shared, source_name: &source_name, live, hooks };
         let infer = scope.spawn(move || inference_loop(&ctx, frames_rx, results_tx));
         for r in results_rx.iter() {
             if let Err(e) = sink.emit(&r) {
@@ -515,7 +515,6 @@ struct InferenceContext<'a> {
     shared: &'a Shared<'a>,
     source_name: &'a str,
     live: bool,
-    queue: &'a NewestWins<Frame>,
     hooks: Hooks<'a>,
 }
 
@@ -578,7 +577,6 @@ fn inference_loop(ctx: &InferenceContext<'_>, frames: Receiver<Frame>, results: 
             model_sha256: classifier.sha256().to_string(),
         };
         counters.classified.fetch_add(1, Ordering::Relaxed);
-        counters.dropped.store(ctx.queue.dropped(), Ordering::Relaxed);
         *counters.last_classified.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let observed = Observed { result: &result, frame: &oriented, roi, model: &classifier, live: ctx.live };
         for o in ctx.hooks.observers {
