@@ -63,3 +63,34 @@ pub fn trainer() -> Command {
 pub fn output_text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// The onnxruntime library the `--engine ort` tests load: `ORT_DYLIB_PATH` (CI sets it to the
+/// wheel it installs), else the wheel in the test venv (`target/python-venv`, made by
+/// `tests/python/venv.sh`). None: those tests print that they were skipped, and why.
+pub fn ort_library() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let lib = workspace_root().join("target/python-venv/lib");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|py| py.path().join("site-packages/onnxruntime/capi"))
+        .flat_map(|capi| std::fs::read_dir(capi).into_iter().flatten().flatten().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// [`ort_library`], or a line on stderr saying the test was skipped and how to run it.
+pub fn ort_library_or_skip(test: &str) -> Option<PathBuf> {
+    let lib = ort_library();
+    if lib.is_none() {
+        eprintln!(
+            "skipped {test}: no onnxruntime library (set ORT_DYLIB_PATH to a libonnxruntime.so, or run `bash tests/python/venv.sh`, which installs the onnxruntime wheel into target/python-venv; .ci/run does)"
+        );
+    }
+    lib
+}

@@ -230,7 +230,9 @@ fn live_page_api_frame_health_and_metrics_of_a_running_loop() {
     let count = m(&second, "perch_inference_latency_seconds_count");
     assert_eq!(m(&second, "perch_inference_latency_seconds_bucket{le=\"+Inf\"}"), count);
     assert!(count >= m(&first, "perch_frames_classified_total"));
-    let info = format!("perch_model_info{{name=\"mobilenetv2-imagenet\",sha256=\"{sha}\",execution=\"fp32\"}}");
+    let info = format!(
+        "perch_model_info{{name=\"mobilenetv2-imagenet\",sha256=\"{sha}\",execution=\"fp32\",engine=\"tract\"}}"
+    );
     assert_eq!(m(&second, &info), 1.0);
     assert!(m(&second, "perch_model_load_seconds") > 0.0);
     assert_eq!(m(&second, "perch_source_up"), 1.0);

@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use models::{Backbone, ImageLimits, Preprocessor};
 
 use crate::device::{DeviceInfo, ThermalState, peak_rss_mb};
+use crate::engine::Engine;
 use crate::error::RuntimeError;
 use crate::int8::{self, Int8Mode};
 use crate::model::{Classifier, LoadOptions, read_proto};
@@ -79,6 +80,10 @@ pub struct MeasureOptions {
     pub image: Option<PathBuf>,
     /// For int8 models: measure only this mode (None or `auto`: both native and weights).
     pub int8: Option<Int8Mode>,
+    /// Engines to measure (each gets its own rows; `auto` means tract and ort; empty: tract).
+    pub engines: Vec<Engine>,
+    /// libonnxruntime for the ort rows (None: `ORT_DYLIB_PATH`, then the usual places).
+    pub ort_lib: Option<PathBuf>,
     pub outputs: ReportOutputs,
     /// Also publish the report, retained, at `{prefix}/{name}/bench` (`bench --mqtt`).
     pub mqtt: Option<crate::mqtt::Target>,
@@ -176,6 +181,19 @@ impl MeasureOptions {
         let labels = per_model("--labels", &self.labels, n)?;
         let mut threads = self.threads.clone();
         threads.dedup();
+        let mut engines = Vec::new();
+        for e in &self.engines {
+            let expanded: &[Engine] =
+                if *e == Engine::Auto { &[Engine::Tract, Engine::Ort] } else { std::slice::from_ref(e) };
+            for e in expanded {
+                if !engines.contains(e) {
+                    engines.push(*e);
+                }
+            }
+        }
+        if engines.is_empty() {
+            engines.push(Engine::Tract);
+        }
         let mut jobs = Vec::new();
         for (i, model) in self.models.iter().enumerate() {
             if !model.is_file() {
@@ -189,16 +207,20 @@ impl MeasureOptions {
             } else {
                 vec![None]
             };
-            for &t in &threads {
-                for &mode in &modes {
-                    let load = LoadOptions {
-                        model: model.clone(),
-                        preset: presets[i].copied(),
-                        labels: labels[i].cloned(),
-                        threads: Some(t),
-                        int8: mode.unwrap_or_default(),
-                    };
-                    jobs.push(Job { load, threads: t, int8_mode: mode });
+            for &engine in &engines {
+                for &t in &threads {
+                    for &mode in &modes {
+                        let load = LoadOptions {
+                            model: model.clone(),
+                            preset: presets[i].copied(),
+                            labels: labels[i].cloned(),
+                            threads: Some(t),
+                            int8: mode.unwrap_or_default(),
+                            engine,
+                            ort_lib: self.ort_lib.clone(),
+                        };
+                        jobs.push(Job { load, threads: t, int8_mode: mode });
+                    }
                 }
             }
         }
@@ -221,6 +243,10 @@ impl MeasureOptions {
         }
         if let Some(mode) = job.int8_mode {
             a.extend(["--int8".into(), mode.name().into()]);
+        }
+        a.extend(["--engine".into(), job.load.engine.name().into()]);
+        if let Some(lib) = &job.load.ort_lib {
+            a.extend(["--ort-lib".into(), path_arg(lib)]);
         }
         a
     }
@@ -253,10 +279,11 @@ pub fn run_measure(args: &MeasureOptions) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         eprintln!(
-            "[{}/{}] {} · {} thread(s){}",
+            "[{}/{}] {} · {} · {} thread(s){}",
             i + 1,
             jobs.len(),
             job.load.model.display(),
+            job.load.engine,
             job.threads,
             job.int8_mode.map_or(String::new(), |m| format!(" · int8 {}", m.name()))
         );
@@ -466,6 +493,7 @@ pub fn measure(
         warmup: Some(warmup),
         preprocess_share: Some(preprocess_ms / frame_ms),
         image: Some(image.name.clone()),
+        engine: Some(classifier.engine().name().to_string()),
     })
 }
 
@@ -502,6 +530,8 @@ mod tests {
             iterations: 200,
             image: None,
             int8: None,
+            engines: vec![],
+            ort_lib: None,
             outputs: ReportOutputs::default(),
             mqtt: None,
         };

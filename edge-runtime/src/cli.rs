@@ -16,12 +16,16 @@ use edge_runtime::mqtt::{self, BrokerUrl, PublishOptions};
 use edge_runtime::pipeline::RunOptions;
 use edge_runtime::sink::EmitFormat;
 use edge_runtime::source::{CaptureOptions, Flip, Roi, Rotation, SourceSpec};
-use edge_runtime::{Int8Mode, LoadOptions, RuntimeError};
+use edge_runtime::{Engine, Int8Mode, LoadOptions, RuntimeError};
 use models::enrolment::HeadKind;
 use models::{Backbone, ImageLimits};
 
 #[derive(Parser)]
-#[command(name = "edge-runtime", version, about = "perch edge runtime: image classification with tract on CPU")]
+#[command(
+    name = "edge-runtime",
+    version,
+    about = "perch edge runtime: image classification on CPU (tract, or onnxruntime with --engine ort)"
+)]
 #[command(
     after_help = "Shortcut: `edge-runtime --camera N --model M.onnx [run flags]` = `edge-runtime run --source camera:N --model M.onnx [run flags]`.\nExit codes: 0 ok, 1 error, 2 usage, 3 some inputs skipped, 4 source lost mid-stream."
 )]
@@ -69,12 +73,14 @@ pub struct ModelArgs {
     /// Labels file, one class per line in output order (required with --preset).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
-    /// Intra-op threads for tract's matrix products (default 1).
+    /// Intra-op threads of the engine (default 1).
     #[arg(long, value_name = "N", value_parser = threads_parser())]
     pub threads: Option<u16>,
     /// How to execute int8 (QDQ) models.
     #[arg(long, value_enum, default_value_t = Int8Mode::Auto)]
     pub int8: Int8Mode,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Refuse images with more pixels than this (decompression-bomb guard).
     #[arg(long, value_name = "PIXELS", default_value_t = ImageLimits::default().max_pixels)]
     pub max_pixels: u64,
@@ -88,12 +94,28 @@ impl ModelArgs {
             labels: self.labels.clone(),
             threads: self.threads.map(usize::from),
             int8: self.int8,
+            engine: self.engine.engine,
+            ort_lib: self.engine.ort_lib.clone(),
         }
     }
 
     pub fn limits(&self) -> ImageLimits {
         ImageLimits { max_pixels: self.max_pixels }
     }
+}
+
+/// `--engine` and `--ort-lib` (classify, run).
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Inference engine: tract (built in), ort (onnxruntime, loaded from libonnxruntime.so at
+    /// run time), auto (time both on this model, keep the faster).
+    #[arg(long, value_enum, default_value_t = Engine::Tract)]
+    pub engine: Engine,
+    /// The onnxruntime library for --engine ort/auto: a libonnxruntime.so* file or a folder
+    /// holding one (e.g. a pip install's site-packages/onnxruntime/capi). Default: ORT_DYLIB_PATH,
+    /// then the system library folders and pip installs.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
 }
 
 /// `--top-k K`: at least 1, the same range for every command.
@@ -468,6 +490,12 @@ pub struct MeasureArgs {
     /// For int8 (QDQ) models: measure only this mode (default: both native and weights).
     #[arg(long, value_enum)]
     pub int8: Option<Int8Mode>,
+    /// Engines to measure, comma-separated (tract, ort; auto measures both).
+    #[arg(long = "engine", value_enum, value_delimiter = ',', default_value = "tract", value_name = "NAME,...")]
+    pub engines: Vec<Engine>,
+    /// The onnxruntime library for ort rows (as in `classify --ort-lib`).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -488,6 +516,8 @@ impl MeasureArgs {
             iterations: self.iterations,
             image: self.image.clone(),
             int8: self.int8,
+            engines: self.engines.clone(),
+            ort_lib: self.ort_lib.clone(),
             outputs: (&self.output).into(),
             mqtt: self.mqtt.target()?,
         })

@@ -17,6 +17,16 @@ pub enum RuntimeError {
     NotOnnx { path: PathBuf, reason: String },
     #[error("tract cannot run model {path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    #[error("onnxruntime cannot run model {path}: {reason}")]
+    OrtModel { path: PathBuf, reason: String },
+    #[error(
+        "--engine ort needs the onnxruntime library (libonnxruntime.so, version {min} or newer): {reason}. Get it with `pip install onnxruntime` (x86-64 and 64-bit Raspberry Pi OS) and pass --ort-lib with the folder pip printed for it, e.g. --ort-lib ~/.local/lib/python3.11/site-packages/onnxruntime/capi, or set ORT_DYLIB_PATH; --engine tract needs nothing", min = crate::engine::ORT_MIN_VERSION
+    )]
+    OrtUnavailable { reason: String },
+    #[error(
+        "--engine {engine} needs the `ort` feature, and this edge-runtime was built without it: rebuild with `cargo build --release -p edge-runtime --features ort`, or use --engine tract"
+    )]
+    EngineNotBuilt { engine: String },
     #[error(
         "model {path} has no perch manifest (metadata `perch.manifest`): pass --preset NAME (mobilenetv2, efficientnet-lite0, efficientnet-b0) and --labels FILE"
     )]

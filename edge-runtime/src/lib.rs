@@ -1,4 +1,4 @@
-//! perch's edge runtime: tract inference on CPU-only devices. The `edge-runtime` binary is a
+//! perch's edge runtime: inference on CPU-only devices (tract, or onnxruntime when installed). The `edge-runtime` binary is a
 //! thin clap layer over this library.
 
 pub mod bench;
@@ -6,6 +6,7 @@ pub mod classify;
 pub mod collect;
 pub mod device;
 pub mod devices;
+pub mod engine;
 pub mod enrol;
 pub mod error;
 pub mod int8;
@@ -19,6 +20,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 
+pub use engine::Engine;
 pub use error::RuntimeError;
 pub use int8::Int8Mode;
 pub use model::{Classifier, Execution, LoadOptions};

@@ -70,16 +70,25 @@ fn main() -> ExitCode {
 fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
     let c = Classifier::load(&m.load_options())?;
     eprintln!(
-        "model {} ({}, {} classes, {}, {} thread(s))",
+        "model {} ({}, {} classes, {}, {}, {} thread(s))",
         m.model.display(),
         c.manifest().name,
         c.num_classes(),
         c.execution().name(),
+        c.engine_detail(),
         m.threads.unwrap_or(1)
     );
-    if let Some((native, weights)) = c.auto_timings() {
+    if let Some(note) = c.engine_note() {
+        eprintln!("engine auto: {note}");
+    }
+    if !c.timings().is_empty() {
+        let timed: Vec<String> =
+            c.timings().iter().map(|t| format!("{} {} {:.1} ms", t.engine, t.execution.name(), t.ms)).collect();
         eprintln!(
-            "int8 auto: native {native:.1} ms, weights {weights:.1} ms per inference -> {}",
+            "{} auto: {} per inference -> {} {}",
+            if m.engine.engine == edge_runtime::Engine::Auto { "engine" } else { "int8" },
+            timed.join(", "),
+            c.engine(),
             c.execution().name()
         );
     }

@@ -1,4 +1,5 @@
-//! The runtime core: an ONNX classifier loaded once into an optimized tract plan, with the
+//! The runtime core: an ONNX classifier loaded once into its engine (an optimized tract plan,
+//! or an onnxruntime session), with the
 //! perch manifest (labels, preprocessing) that says how to feed it and read its output.
 //!
 //! The manifest comes from the model's `metadata_props["perch.manifest"]`; a model without
@@ -16,6 +17,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
+use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
 use crate::int8::{self, Int8Mode};
 
@@ -27,15 +29,28 @@ pub struct LoadOptions {
     pub preset: Option<Backbone>,
     /// Labels file: required with `preset`; otherwise overrides the manifest's labels.
     pub labels: Option<PathBuf>,
-    /// Intra-op threads: tract's matrix products run on a private pool of this many threads
-    /// (None or 1: on the calling thread).
+    /// Intra-op threads: tract's matrix products run on a private pool of this many threads,
+    /// onnxruntime's on its intra-op pool (None or 1: on the calling thread).
     pub threads: Option<usize>,
     pub int8: Int8Mode,
+    /// Which engine runs the graph (`auto`: both are timed, the faster kept).
+    pub engine: Engine,
+    /// libonnxruntime to load for `Engine::Ort`/`Auto` (a file, or a folder holding one);
+    /// None: `ORT_DYLIB_PATH`, then the usual places (see `engine::find_ort_library`).
+    pub ort_lib: Option<PathBuf>,
 }
 
 impl LoadOptions {
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        LoadOptions { model: model.into(), preset: None, labels: None, threads: None, int8: Int8Mode::Auto }
+        LoadOptions {
+            model: model.into(),
+            preset: None,
+            labels: None,
+            threads: None,
+            int8: Int8Mode::Auto,
+            engine: Engine::Tract,
+            ort_lib: None,
+        }
     }
 }
 
@@ -69,20 +84,64 @@ impl Execution {
     }
 }
 
+/// One candidate timed at load by `--int8 auto` or `--engine auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub engine: Engine,
+    pub execution: Execution,
+    /// Mean ms per inference over a few runs after a warm-up.
+    pub ms: f64,
+}
+
 type Plan = Arc<TypedRunnableModel>;
 
-/// A classifier ready to run: tract plan built once, manifest, input shape.
+/// What runs the graph.
+enum Runner {
+    Tract {
+        plan: Plan,
+        executor: Executor,
+    },
+    #[cfg(feature = "ort")]
+    Ort(crate::engine::OrtRunner),
+}
+
+impl Runner {
+    fn engine(&self) -> Engine {
+        match self {
+            Runner::Tract { .. } => Engine::Tract,
+            #[cfg(feature = "ort")]
+            Runner::Ort(_) => Engine::Ort,
+        }
+    }
+
+    fn run(&self, manifest: &Manifest, input: &[f32]) -> Result<Vec<f32>> {
+        let p = &manifest.preprocessing;
+        let expected = p.tensor_len();
+        if input.len() != expected {
+            return Err(RuntimeError::InputSize { got: input.len(), expected, width: p.width, height: p.height });
+        }
+        let shape = [1usize, 3, p.height as usize, p.width as usize];
+        match self {
+            Runner::Tract { plan, executor } => run_plan(plan, shape, input, executor),
+            #[cfg(feature = "ort")]
+            Runner::Ort(ort) => ort.run(shape, input),
+        }
+    }
+}
+
+/// A classifier ready to run: the graph loaded once into its engine, manifest, input shape.
 pub struct Classifier {
-    plan: Plan,
+    runner: Runner,
     manifest: Manifest,
     path: PathBuf,
     execution: Execution,
-    /// Timings behind an `--int8 auto` choice, (native ms, weights ms), for the logs.
-    auto_timings: Option<(f64, f64)>,
-    executor: Executor,
+    /// The candidates an `--int8 auto`/`--engine auto` choice was made from, for the logs.
+    timings: Vec<Timing>,
+    /// Why `--engine auto` left an engine out (e.g. no onnxruntime library).
+    engine_note: Option<String>,
     /// sha256 of the model file as loaded (records carry it as `model_sha256`).
     sha256: String,
-    /// Read, parse, optimize (and `--int8 auto` timing), seconds.
+    /// Read, parse, optimize (and `auto` timing), seconds.
     load_s: f64,
 }
 
@@ -90,36 +149,61 @@ impl Classifier {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let started = Instant::now();
         let path = opts.model.clone();
-        let executor = executor_for(opts.threads);
-        let (proto, sha256) = read_proto_and_sha(&path)?;
+        let (bytes, proto, sha256) = read_model(&path)?;
         let manifest = resolve_manifest(&proto, opts)?;
-        let build = |proto: &ModelProto| build_plan(&path, &manifest, proto);
-        let mut auto_timings = None;
-        let (plan, execution) = if !int8::is_qdq(&proto) {
-            (build(&proto)?, Execution::Fp32)
-        } else {
-            let folded =
-                || int8::fold_qdq_to_f32(&proto).map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason });
-            match opts.int8 {
-                Int8Mode::Native => (build(&proto)?, Execution::Int8Native),
-                Int8Mode::Weights => (build(&folded()?)?, Execution::Int8Weights),
-                Int8Mode::Auto => {
-                    // Which is faster depends on the CPU's int8 kernels: measure, keep the winner.
-                    let native = build(&proto)?;
-                    let weights = build(&folded()?)?;
-                    let t_native = time_plan(&native, &manifest, &executor)?;
-                    let t_weights = time_plan(&weights, &manifest, &executor)?;
-                    auto_timings = Some((t_native, t_weights));
-                    if t_native <= t_weights {
-                        (native, Execution::Int8Native)
-                    } else {
-                        (weights, Execution::Int8Weights)
+        let executions: &[Execution] = match (int8::is_qdq(&proto), opts.int8) {
+            (false, _) => &[Execution::Fp32],
+            (true, Int8Mode::Native) => &[Execution::Int8Native],
+            (true, Int8Mode::Weights) => &[Execution::Int8Weights],
+            // Which is faster depends on the engine and the CPU's int8 kernels: measure.
+            (true, Int8Mode::Auto) => &[Execution::Int8Native, Execution::Int8Weights],
+        };
+        let engines: &[Engine] = match opts.engine {
+            Engine::Tract => &[Engine::Tract],
+            Engine::Ort => &[Engine::Ort],
+            Engine::Auto => &[Engine::Tract, Engine::Ort],
+        };
+        let mut folded: Option<(ModelProto, Vec<u8>)> = None;
+        let mut candidates = Vec::new();
+        let mut engine_note = None;
+        'engines: for &engine in engines {
+            for &execution in executions {
+                let (graph, graph_bytes) = if execution == Execution::Int8Weights {
+                    if folded.is_none() {
+                        let f = int8::fold_qdq_to_f32(&proto)
+                            .map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason })?;
+                        let b = f.encode_to_vec();
+                        folded = Some((f, b));
                     }
+                    let (f, b) = folded.as_ref().expect("set above");
+                    (f, b.as_slice())
+                } else {
+                    (&proto, bytes.as_slice())
+                };
+                match build_runner(engine, &path, &manifest, graph, graph_bytes, opts) {
+                    Ok(runner) => candidates.push((execution, runner)),
+                    // `auto` keeps whichever engines can run the model.
+                    Err(e) if opts.engine == Engine::Auto => {
+                        engine_note = Some(format!("{engine} not used: {e}"));
+                        continue 'engines;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
+        }
+        let mut timings = Vec::new();
+        let (execution, runner) = if candidates.len() <= 1 {
+            candidates.pop().ok_or_else(|| RuntimeError::Inference(engine_note.clone().unwrap_or_default()))?
+        } else {
+            for (execution, runner) in &candidates {
+                let ms = time_runner(runner, &manifest)?;
+                timings.push(Timing { engine: runner.engine(), execution: *execution, ms });
+            }
+            let best = (0..timings.len()).min_by(|&a, &b| timings[a].ms.total_cmp(&timings[b].ms)).unwrap_or(0);
+            candidates.swap_remove(best)
         };
         let load_s = started.elapsed().as_secs_f64();
-        let c = Classifier { plan, manifest, path, execution, auto_timings, executor, sha256, load_s };
+        let c = Classifier { runner, manifest, path, execution, timings, engine_note, sha256, load_s };
         c.check_output_count()?;
         Ok(c)
     }
@@ -136,6 +220,20 @@ impl Classifier {
         self.execution
     }
 
+    /// The engine that runs this model (never `Auto`).
+    pub fn engine(&self) -> Engine {
+        self.runner.engine()
+    }
+
+    /// The engine in words for logs and the live page: `tract`, or `onnxruntime 1.32.0 (PATH)`.
+    pub fn engine_detail(&self) -> String {
+        match &self.runner {
+            Runner::Tract { .. } => "tract".into(),
+            #[cfg(feature = "ort")]
+            Runner::Ort(ort) => ort.library().to_string(),
+        }
+    }
+
     /// sha256 (hex) of the model file this classifier was loaded from.
     pub fn sha256(&self) -> &str {
         &self.sha256
@@ -146,9 +244,15 @@ impl Classifier {
         self.load_s
     }
 
-    /// For `--int8 auto`: mean ms per inference of the native and weights-only plans.
-    pub fn auto_timings(&self) -> Option<(f64, f64)> {
-        self.auto_timings
+    /// For `--int8 auto` / `--engine auto`: every candidate timed at load (empty when there was
+    /// nothing to choose).
+    pub fn timings(&self) -> &[Timing] {
+        &self.timings
+    }
+
+    /// Why `--engine auto` left an engine out, if it did.
+    pub fn engine_note(&self) -> Option<&str> {
+        self.engine_note.as_deref()
     }
 
     /// Number of classes (model outputs).
@@ -163,7 +267,7 @@ impl Classifier {
 
     /// Logits for one preprocessed NCHW image (`models::Preprocessor::tensor`).
     pub fn infer(&self, input: &[f32]) -> Result<Vec<f32>> {
-        run_plan(&self.plan, &self.manifest, input, &self.executor)
+        self.runner.run(&self.manifest, input)
     }
 
     /// Softmax top-k for one preprocessed image.
@@ -178,23 +282,57 @@ impl Classifier {
     }
 
     fn check_output_count(&self) -> Result<()> {
-        let fact = self
-            .plan
-            .model()
-            .output_fact(0)
-            .map_err(|e| RuntimeError::Unsupported { path: self.path.clone(), reason: format!("{e:#}") })?;
-        let outputs = fact.shape.as_concrete().map(|d| d.iter().product::<usize>());
         let labels = self.manifest.labels.len();
-        match outputs {
-            Some(n) if n == labels => Ok(()),
-            Some(n) => {
-                Err(RuntimeError::LabelMismatch { path: self.path.clone(), outputs: n, labels, hint: String::new() })
+        let outputs = match &self.runner {
+            Runner::Tract { plan, .. } => {
+                let fact = plan
+                    .model()
+                    .output_fact(0)
+                    .map_err(|e| RuntimeError::Unsupported { path: self.path.clone(), reason: format!("{e:#}") })?;
+                fact.shape.as_concrete().map(|d| d.iter().product::<usize>()).ok_or_else(|| {
+                    RuntimeError::Unsupported {
+                        path: self.path.clone(),
+                        reason: format!("output shape {:?} is not fixed for one image", fact.shape),
+                    }
+                })?
             }
-            None => Err(RuntimeError::Unsupported {
-                path: self.path.clone(),
-                reason: format!("output shape {:?} is not fixed for one image", fact.shape),
-            }),
+            // onnxruntime's declared output shape may be symbolic: count what one image gives.
+            #[cfg(feature = "ort")]
+            Runner::Ort(_) => self.infer(&vec![0.0; self.input_len()])?.len(),
+        };
+        if outputs == labels {
+            Ok(())
+        } else {
+            Err(RuntimeError::LabelMismatch { path: self.path.clone(), outputs, labels, hint: String::new() })
         }
+    }
+}
+
+/// Loads one graph into one engine.
+fn build_runner(
+    engine: Engine,
+    path: &Path,
+    manifest: &Manifest,
+    proto: &ModelProto,
+    bytes: &[u8],
+    opts: &LoadOptions,
+) -> Result<Runner> {
+    match engine {
+        Engine::Tract => {
+            Ok(Runner::Tract { plan: build_plan(path, manifest, proto)?, executor: executor_for(opts.threads) })
+        }
+        #[cfg(feature = "ort")]
+        Engine::Ort => {
+            let _ = proto;
+            crate::engine::OrtRunner::new(path, bytes, opts.threads.unwrap_or(1), opts.ort_lib.as_deref())
+                .map(Runner::Ort)
+        }
+        #[cfg(not(feature = "ort"))]
+        Engine::Ort => {
+            let _ = (proto, bytes);
+            Err(RuntimeError::EngineNotBuilt { engine: engine.name().into() })
+        }
+        Engine::Auto => unreachable!("auto is resolved into tract and ort candidates"),
     }
 }
 
@@ -233,14 +371,14 @@ fn no_panic<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> TractResult<T>
     })
 }
 
-/// Mean ms per inference over a few runs after a warm-up (for `--int8 auto`).
-fn time_plan(plan: &Plan, manifest: &Manifest, executor: &Executor) -> Result<f64> {
+/// Mean ms per inference over a few runs after a warm-up (for `--int8 auto`, `--engine auto`).
+fn time_runner(runner: &Runner, manifest: &Manifest) -> Result<f64> {
     const RUNS: u32 = 3;
     let input = vec![0.1f32; manifest.preprocessing.tensor_len()];
-    run_plan(plan, manifest, &input, executor)?;
+    runner.run(manifest, &input)?;
     let t = Instant::now();
     for _ in 0..RUNS {
-        run_plan(plan, manifest, &input, executor)?;
+        runner.run(manifest, &input)?;
     }
     Ok(t.elapsed().as_secs_f64() * 1000.0 / RUNS as f64)
 }
@@ -253,13 +391,7 @@ fn executor_for(threads: Option<usize>) -> Executor {
     }
 }
 
-fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor) -> Result<Vec<f32>> {
-    let p = &manifest.preprocessing;
-    let expected = p.tensor_len();
-    if input.len() != expected {
-        return Err(RuntimeError::InputSize { got: input.len(), expected, width: p.width, height: p.height });
-    }
-    let shape = [1usize, 3, p.height as usize, p.width as usize];
+fn run_plan(plan: &Plan, shape: [usize; 4], input: &[f32], executor: &Executor) -> Result<Vec<f32>> {
     let tensor = Tensor::from_shape(&shape, input).map_err(|e| RuntimeError::Inference(format!("{e:#}")))?;
     let outputs = no_panic("running the model", || {
         multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
@@ -272,11 +404,11 @@ fn run_plan(plan: &Plan, manifest: &Manifest, input: &[f32], executor: &Executor
 /// Reads and decodes the ONNX protobuf, with distinct errors for missing, empty and
 /// non-ONNX/truncated files.
 pub fn read_proto(path: &Path) -> Result<ModelProto> {
-    read_proto_and_sha(path).map(|(proto, _)| proto)
+    read_model(path).map(|(_, proto, _)| proto)
 }
 
-/// [`read_proto`] plus the sha256 of the bytes it decoded.
-fn read_proto_and_sha(path: &Path) -> Result<(ModelProto, String)> {
+/// [`read_proto`] plus the bytes it decoded and their sha256.
+fn read_model(path: &Path) -> Result<(Vec<u8>, ModelProto, String)> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => RuntimeError::ModelMissing { path: path.to_path_buf() },
         _ => RuntimeError::ModelIo { path: path.to_path_buf(), source },
@@ -288,7 +420,10 @@ fn read_proto_and_sha(path: &Path) -> Result<(ModelProto, String)> {
     let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(format!("protobuf decode: {e}")))?;
     // Arbitrary bytes sometimes decode as a protobuf with no graph in it.
     match &proto.graph {
-        Some(g) if !g.node.is_empty() && !g.output.is_empty() => Ok((proto, models::sha256_hex(&bytes))),
+        Some(g) if !g.node.is_empty() && !g.output.is_empty() => {
+            let sha = models::sha256_hex(&bytes);
+            Ok((bytes, proto, sha))
+        }
         _ => Err(not_onnx("no graph with nodes and outputs".into())),
     }
 }

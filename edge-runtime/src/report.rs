@@ -81,14 +81,28 @@ pub struct BenchResult {
     /// What was preprocessed: an image file name or the synthetic default.
     #[serde(default)]
     pub image: Option<String>,
+    /// The engine that ran the inferences: "tract" or "ort" (null in reports from before
+    /// `--engine` existed: tract).
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 impl BenchResult {
-    /// "model [int8 mode]" — what the row measured, without the thread count.
+    /// The engine name; reports written before `--engine` existed measured tract.
+    pub fn engine(&self) -> &str {
+        self.engine.as_deref().unwrap_or("tract")
+    }
+
+    /// "model (precision[, engine][, int8 mode])" — what the row measured, without the thread
+    /// count; the engine is named when it is not the default (tract).
     pub fn variant(&self) -> String {
+        let engine = match self.engine() {
+            "tract" => String::new(),
+            other => format!(", {other}"),
+        };
         match &self.int8_mode {
-            Some(mode) => format!("{} ({}, {mode})", self.model, self.precision),
-            None => format!("{} ({})", self.model, self.precision),
+            Some(mode) => format!("{} ({}{engine}, {mode})", self.model, self.precision),
+            None => format!("{} ({}{engine})", self.model, self.precision),
         }
     }
 }
@@ -235,14 +249,15 @@ impl MergedReport {
         md.push_str("\n## Results\n\nLatency is inference only, over the measured iterations after warm-up. ");
         md.push_str("Preprocessing (decode + resize + normalize) is measured separately; ");
         md.push_str("fps = 1000 / (preprocess + mean inference), one stream. Peak RSS is per measuring process.\n\n");
-        md.push_str("| device | model | precision | int8 mode | threads | load ms | first ms | p50 ms | p90 ms | p99 ms | mean ms | min ms | preprocess ms | preprocess share | fps | peak RSS MB | model MB |\n");
-        md.push_str("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        md.push_str("| device | model | engine | precision | int8 mode | threads | load ms | first ms | p50 ms | p90 ms | p99 ms | mean ms | min ms | preprocess ms | preprocess share | fps | peak RSS MB | model MB |\n");
+        md.push_str("| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for row in &self.results {
             let r = &row.result;
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {:.1} |\n",
                 cell(&row.device),
                 cell(&r.model),
+                cell(r.engine()),
                 cell(&r.precision),
                 r.int8_mode.as_deref().unwrap_or("-"),
                 r.threads,
@@ -471,6 +486,7 @@ mod tests {
             warmup: Some(20),
             preprocess_share: Some(2.0 / (p50 * 1.05 + 2.0)),
             image: None,
+            engine: None,
         }
     }
 

@@ -7,12 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export_dir="${1:-$root/target/perch-exports}"
 venv="${PERCH_PY_VENV:-$root/target/python-venv}"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, PIL" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check onnx onnxruntime numpy pillow
-fi
+bash "$root/tests/python/venv.sh" >/dev/null
 status=0
 "$venv/bin/python" "$root/tests/python/check_exports.py" "$export_dir" || status=1
 # Models written by `edge-runtime enrol` (tests/enrol.rs), when the enrol tests ran.

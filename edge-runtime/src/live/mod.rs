@@ -155,6 +155,7 @@ impl LiveState {
                 "created": rfc3339_utc(SystemTime::UNIX_EPOCH + Duration::from_secs(m.provenance.created_unix)),
                 "perch_version": m.provenance.perch_version,
                 "execution": model.execution().name(),
+                "engine": model.engine().name(),
                 "classes": m.labels.len(),
                 "load_s": model.load_seconds(),
             },
@@ -186,7 +187,12 @@ impl LiveState {
         e.info(
             "perch_model_info",
             "The current model (value 1).",
-            &[("name", &model.manifest().name), ("sha256", model.sha256()), ("execution", model.execution().name())],
+            &[
+                ("name", &model.manifest().name),
+                ("sha256", model.sha256()),
+                ("execution", model.execution().name()),
+                ("engine", model.engine().name()),
+            ],
         );
         e.counter("perch_model_reloads_total", "Replaced models swapped in.", reload.reloads);
         e.counter(
