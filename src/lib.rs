@@ -56,6 +56,10 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn trainer() -> Command {
     let mut c = Command::new(bin("trainer"));
     c.env("PERCH_WEIGHTS", weights_dir()).env("RUST_LOG", "warn");
+    // The export also reports onnxruntime's accuracy when it finds the library.
+    if let Some(lib) = ort_library() {
+        c.env("ORT_DYLIB_PATH", lib);
+    }
     c
 }
 

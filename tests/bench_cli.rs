@@ -68,6 +68,7 @@ fn schema_round_trips_with_the_issue_field_names() {
         warmup: Some(20),
         preprocess_share: Some(0.22),
         image: Some("synthetic 640x480 JPEG".into()),
+        engine: None,
     };
     let report = BenchReport { device: DeviceInfo::detect(), results: vec![row] };
     let json = report.to_json();

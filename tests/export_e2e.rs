@@ -13,12 +13,7 @@ use edge_runtime::model::{Classifier, LoadOptions, embedded_manifest, read_proto
 use models::{ImageLimits, Manifest, Preprocessor};
 
 fn trainer(args: &[&str]) -> Output {
-    Command::new(perch::bin("trainer"))
-        .args(args)
-        .env("PERCH_WEIGHTS", perch::weights_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run trainer")
+    perch::trainer().args(args).output().expect("run trainer")
 }
 
 fn text(out: &Output) -> String {
@@ -112,8 +107,14 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
         "minmax",
         "--max-drop",
         "10",
+        "--reduce-range",
     ]));
     assert!(out.contains("int8-native") && out.contains("int8-weights") && out.contains("drop"), "{out}");
+    // With an onnxruntime library (CI installs the wheel), the export also reports its accuracy
+    // under --engine ort, for the fp32 reference and the int8 file.
+    if perch::ort_library().is_some() {
+        assert!(out.contains("ort-fp32") && out.contains("ort-int8-native"), "{out}");
+    }
 
     // Self-describing: labels, preprocessing, precision, calibration and metrics travel inside.
     let (m32, m8) = (manifest_of(&fp32), manifest_of(&int8));
@@ -123,6 +124,7 @@ fn exports_run_in_the_edge_runtime_with_their_manifest_and_feed_the_python_check
     assert_eq!(m8.precision.kind, models::manifest::Precision::Int8);
     let cal = m8.precision.calibration.as_ref().expect("calibration summary");
     assert_eq!((cal.method, cal.images), (models::manifest::CalibrationMethod::Minmax, 16));
+    assert_eq!(cal.weight_bits, 7, "--reduce-range writes 7-bit weights");
     assert!(cal.weights >= 50 && cal.activations >= 50, "{cal:?}");
     for key in ["val_accuracy", "int8_native_accuracy", "int8_weights_accuracy", "int8_drop_points"] {
         assert!(m8.metrics.contains_key(key), "{key} missing from {:?}", m8.metrics);

@@ -160,6 +160,7 @@ fn tiny_models() -> Result<(Vec<u8>, Vec<u8>, Manifest)> {
     let fp32_opts = WriteOptions {
         opset: 13,
         quant: None,
+        weight_bits: 8,
         dynamic_batch: false,
         manifest_json: Some(manifest.to_json()),
         features: None,

@@ -75,6 +75,14 @@ pub struct Calibration {
     pub activations: usize,
     /// Quantized weight tensors (per-channel int8).
     pub weights: usize,
+    /// Bits the weights use: 8 ([-127, 127]), or 7 ([-63, 63], `trainer export --reduce-range`:
+    /// onnxruntime's u8 x s8 kernels on x86 CPUs without VNNI saturate with 8-bit weights).
+    #[serde(default = "eight")]
+    pub weight_bits: u8,
+}
+
+fn eight() -> u8 {
+    8
 }
 
 /// How the int8 export chose its activation ranges (`trainer export --calibration-method`),
@@ -242,6 +250,7 @@ mod tests {
         m.precision = PrecisionSpec {
             kind: Precision::Int8,
             calibration: Some(Calibration {
+                weight_bits: 8,
                 method: CalibrationMethod::Minmax,
                 images: 200,
                 activations: 60,

@@ -302,6 +302,11 @@ pub struct ExportArgs {
     /// Batch dimension left symbolic (`N`) instead of 1.
     #[arg(long)]
     pub dynamic_batch: bool,
+    /// int8 weights in 7 bits ([-63, 63]) instead of 8: for `edge-runtime --engine ort` on x86
+    /// CPUs without VNNI, where onnxruntime's u8 x s8 kernels saturate with full-range weights.
+    /// tract and ARM devices do not need it.
+    #[arg(long)]
+    pub reduce_range: bool,
 }
 
 impl From<ExportArgs> for ExportOptions {
@@ -323,6 +328,7 @@ impl From<ExportArgs> for ExportOptions {
             max_drop: a.max_drop,
             opset: a.opset,
             dynamic_batch: a.dynamic_batch,
+            reduce_range: a.reduce_range,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use common::AtomicFile;
+use edge_runtime::Engine;
 use edge_runtime::int8::Int8Mode;
 use edge_runtime::model::{Classifier, LoadOptions};
 use models::manifest::{Calibration, CalibrationMethod, InputSpec, Precision, PrecisionSpec, Provenance};
@@ -47,6 +48,9 @@ pub struct ExportOptions {
     pub opset: i64,
     /// Batch dimension left symbolic (`N`) instead of 1.
     pub dynamic_batch: bool,
+    /// int8 weights in [-63, 63] (7 bits) instead of [-127, 127]: for onnxruntime on x86 CPUs
+    /// without VNNI, whose u8 x s8 kernels saturate int16 sums with full-range weights.
+    pub reduce_range: bool,
 }
 
 /// What an export produced and measured.
@@ -112,6 +116,7 @@ pub fn run(opts: &ExportOptions) -> Result<ExportReport, TrainerError> {
         fp32: WriteOptions {
             opset: opts.opset,
             quant: None,
+            weight_bits: if opts.reduce_range { 7 } else { 8 },
             dynamic_batch: opts.dynamic_batch,
             manifest_json: None,
             features: Some(FEATURES_TENSOR.into()),
@@ -178,9 +183,10 @@ impl Forms<'_> {
     /// measured the same model on the same images, so a gap means a broken export.
     fn fp32(&mut self, reference: f64) -> Result<(Vec<u8>, Gate), TrainerError> {
         write_staged(self.staged, &self.fp32_bytes()?)?;
-        let acc = evaluate(self.staged.temp_path(), Int8Mode::Auto, self.val)?;
+        let acc = evaluate(self.staged.temp_path(), Engine::Tract, Int8Mode::Auto, self.val)?;
         self.accuracy.insert("fp32".to_string(), acc);
         self.manifest.metrics.insert("val_accuracy".into(), acc);
+        self.ort_accuracy(&[(Int8Mode::Auto, "fp32")])?;
         let gate = Gate { form: "fp32 (vs the run's own val accuracy)".into(), accuracy: acc, reference };
         Ok((self.fp32_bytes()?, gate))
     }
@@ -190,22 +196,28 @@ impl Forms<'_> {
     fn int8(&mut self, calib: &[Vec<f32>], method: CalibrationMethod) -> Result<(Vec<u8>, Gate), TrainerError> {
         let (plain, _) = to_onnx_bytes(self.graph, &self.fp32)?;
         let plan = calibrate(&plain, self.graph.input_chw, &quantized_tensors(self.graph), calib, method)?;
+        let (graph, base) = (self.graph, self.fp32.clone());
         let int8_bytes = |manifest: &Manifest| {
-            let opts =
-                WriteOptions { quant: Some(&plan), manifest_json: Some(manifest.to_json()), ..self.fp32.clone() };
-            to_onnx_bytes(self.graph, &opts)
+            let opts = WriteOptions { quant: Some(&plan), manifest_json: Some(manifest.to_json()), ..base.clone() };
+            to_onnx_bytes(graph, &opts)
         };
         write_staged(self.staged, &self.fp32_bytes()?)?;
-        let fp32 = evaluate(self.staged.temp_path(), Int8Mode::Auto, self.val)?;
+        let fp32 = evaluate(self.staged.temp_path(), Engine::Tract, Int8Mode::Auto, self.val)?;
+        self.ort_accuracy(&[(Int8Mode::Auto, "fp32")])?;
         let (_, counts) = int8_bytes(&self.manifest)?;
-        let calibration =
-            Calibration { method, images: calib.len(), activations: counts.activations, weights: counts.weights };
+        let calibration = Calibration {
+            method,
+            images: calib.len(),
+            activations: counts.activations,
+            weights: counts.weights,
+            weight_bits: self.fp32.weight_bits,
+        };
         self.manifest.precision = PrecisionSpec { kind: Precision::Int8, calibration: Some(calibration) };
         write_staged(self.staged, &int8_bytes(&self.manifest)?.0)?;
         self.accuracy.insert("fp32".to_string(), fp32);
         let mut worst = Gate { form: String::new(), accuracy: f64::INFINITY, reference: fp32 };
         for (mode, name) in [(Int8Mode::Native, "int8-native"), (Int8Mode::Weights, "int8-weights")] {
-            let acc = evaluate(self.staged.temp_path(), mode, self.val)?;
+            let acc = evaluate(self.staged.temp_path(), Engine::Tract, mode, self.val)?;
             self.accuracy.insert(name.to_string(), acc);
             self.manifest.metrics.insert(format!("{}_accuracy", name.replace('-', "_")), acc);
             if acc < worst.accuracy {
@@ -214,7 +226,29 @@ impl Forms<'_> {
         }
         self.manifest.metrics.insert("val_accuracy".into(), fp32);
         self.manifest.metrics.insert("int8_drop_points".into(), worst.drop());
+        self.ort_accuracy(&[(Int8Mode::Native, "int8-native")])?;
         Ok((int8_bytes(&self.manifest)?.0, worst))
+    }
+}
+
+impl Forms<'_> {
+    /// When an onnxruntime library can be found (`ORT_DYLIB_PATH`, the usual places), the staged
+    /// file's accuracy under `--engine ort` too, reported as `ort-<form>` beside tract's (the
+    /// gate stays on tract, the default engine). Without the library: nothing, silently.
+    fn ort_accuracy(&mut self, forms: &[(Int8Mode, &str)]) -> Result<(), TrainerError> {
+        if edge_runtime::engine::find_ort_library(None).is_err() {
+            return Ok(());
+        }
+        for (mode, form) in forms {
+            match evaluate(self.staged.temp_path(), Engine::Ort, *mode, self.val) {
+                Ok(acc) => {
+                    self.accuracy.insert(format!("ort-{form}"), acc);
+                    self.manifest.metrics.insert(format!("ort_{}_accuracy", form.replace('-', "_")), acc);
+                }
+                Err(e) => eprintln!("warning: onnxruntime accuracy not measured: {e}"),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,11 +350,11 @@ fn calibration_tensors(pre: &mut Preprocessor, train: &[Sample], n: usize, seed:
 }
 
 /// Top-1 accuracy (percent) of the model file in the edge runtime.
-fn evaluate(path: &Path, int8: Int8Mode, val: &[(Vec<f32>, usize)]) -> Result<f64, TrainerError> {
-    let what = format!("{} ({int8:?})", path.display());
+fn evaluate(path: &Path, engine: Engine, int8: Int8Mode, val: &[(Vec<f32>, usize)]) -> Result<f64, TrainerError> {
+    let what = format!("{} ({engine}, {int8:?})", path.display());
     let err =
         |e: edge_runtime::error::RuntimeError| TrainerError::ExportTract { what: what.clone(), reason: e.to_string() };
-    let classifier = Classifier::load(&LoadOptions { int8, ..LoadOptions::new(path) }).map_err(err)?;
+    let classifier = Classifier::load(&LoadOptions { int8, engine, ..LoadOptions::new(path) }).map_err(err)?;
     let mut correct = 0usize;
     for (x, label) in val {
         let logits = classifier.infer(x).map_err(err)?;
@@ -338,11 +372,20 @@ fn print_summary(args: &ExportOptions, accuracy: &BTreeMap<String, f64>, images:
     println!("{precision} model: {:.1} MB", bytes as f64 / 1e6);
     let skipped = if skipped > 0 { format!(", {skipped} unreadable skipped") } else { String::new() };
     println!("validation accuracy on {images} images{skipped}:");
+    // Forms measured in onnxruntime (`ort-...`) are compared with onnxruntime's fp32.
+    let ort_fp32 = accuracy.get("ort-fp32").copied().unwrap_or(f64::NAN);
     for (form, acc) in accuracy {
-        if form == "fp32" {
-            println!("  {form:<13} {acc:6.2}%");
+        let reference = if form.starts_with("ort-") { ort_fp32 } else { fp32 };
+        if form == "fp32" || form == "ort-fp32" {
+            println!("  {form:<17} {acc:6.2}%");
         } else {
-            println!("  {form:<13} {acc:6.2}%  (drop {:.2} points)", fp32 - acc);
+            println!("  {form:<17} {acc:6.2}%  (drop {:.2} points)", reference - acc);
         }
+    }
+    let ort_drop = ort_fp32 - accuracy.get("ort-int8-native").copied().unwrap_or(f64::NAN);
+    if ort_drop > args.max_drop && !args.reduce_range && cfg!(target_arch = "x86_64") {
+        println!(
+            "  note: onnxruntime loses {ort_drop:.2} points on this CPU: on x86 without VNNI its u8 x s8 kernels saturate with 8-bit weights; export with --reduce-range (7-bit weights) for --engine ort"
+        );
     }
 }

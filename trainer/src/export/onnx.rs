@@ -30,6 +30,8 @@ pub struct WriteOptions<'a> {
     pub opset: i64,
     /// `Some`: write the int8 QDQ form with these activation parameters.
     pub quant: Option<&'a QuantPlan>,
+    /// Bits of the int8 weights: 8, or 7 (`--reduce-range`).
+    pub weight_bits: u8,
     /// Batch dimension as the symbol `N` instead of 1.
     pub dynamic_batch: bool,
     /// JSON stored under `models::MANIFEST_KEY`.
@@ -67,7 +69,7 @@ pub fn to_model_proto(graph: &Graph, opts: &WriteOptions<'_>) -> Result<(ModelPr
             OPSETS.end()
         )));
     }
-    let mut b = Builder::default();
+    let mut b = Builder { weight_bits: opts.weight_bits, ..Builder::default() };
     let mut counts = QuantCounts::default();
     // Consumers read the dequantized copy of a quantized tensor.
     let mut alias: HashMap<String, String> = HashMap::new();
@@ -199,6 +201,8 @@ struct Builder {
     inits: Vec<TensorProto>,
     init_names: std::collections::HashSet<String>,
     layer_names: std::collections::HashSet<String>,
+    /// Bits of the int8 weights (8, or 7 with `--reduce-range`).
+    weight_bits: u8,
 }
 
 impl Builder {
@@ -352,7 +356,7 @@ impl Builder {
         let act = plan.get(input).ok_or_else(|| {
             TrainerError::ExportInvalid(format!("layer {layer}: its input '{input}' has no calibration range"))
         })?;
-        let q = quantize_layer(weight, bias, act.scale);
+        let q = quantize_layer(weight, bias, act.scale, self.weight_bits);
         let out = weight.shape[0];
         let w_name = format!("{layer}.weight");
         let wq = self.init(tensor(
@@ -469,6 +473,7 @@ mod tests {
         WriteOptions {
             opset: 13,
             quant,
+            weight_bits: 8,
             dynamic_batch: false,
             manifest_json: Some("{\"x\":1}".into()),
             features: Some("features".into()),

@@ -43,7 +43,9 @@ pub struct QuantizedLayer {
 /// Quantizes a layer whose input has activation scale `input_scale`. Weights use [-127, 127]
 /// (symmetric, so int8 x uint8 products never saturate VNNI-style accumulators). A channel
 /// whose bias would not fit int32 at `input_scale * weight_scale` gets a larger weight scale.
-pub fn quantize_layer(weight: &Constant, bias: Option<&Constant>, input_scale: f32) -> QuantizedLayer {
+pub fn quantize_layer(weight: &Constant, bias: Option<&Constant>, input_scale: f32, weight_bits: u8) -> QuantizedLayer {
+    // 8 bits: [-127, 127]; 7 bits: [-63, 63].
+    let q_max = ((1u32 << (weight_bits.clamp(2, 8) - 1)) - 1) as f32;
     let out = weight.shape.first().copied().unwrap_or(1).max(1);
     let per_out = weight.values.len() / out;
     let mut scales: Vec<f32> = weight
@@ -51,7 +53,7 @@ pub fn quantize_layer(weight: &Constant, bias: Option<&Constant>, input_scale: f
         .chunks(per_out.max(1))
         .map(|ch| {
             let max_abs = ch.iter().fold(0f32, |m, v| m.max(v.abs()));
-            if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 }
+            if max_abs > 0.0 { max_abs / q_max } else { 1.0 }
         })
         .collect();
     if let Some(b) = bias {
@@ -67,7 +69,7 @@ pub fn quantize_layer(weight: &Constant, bias: Option<&Constant>, input_scale: f
         .values
         .iter()
         .enumerate()
-        .map(|(i, w)| (w / scales[i / per_out.max(1)]).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .map(|(i, w)| (w / scales[i / per_out.max(1)]).round_ties_even().clamp(-q_max, q_max) as i8)
         .collect();
     let bias_q = bias.map(|b| {
         b.values
@@ -125,7 +127,7 @@ mod tests {
     fn per_channel_weights_and_bias_round_trip_within_half_a_step() {
         let w = Constant { shape: vec![2, 3], values: vec![0.5, -1.0, 0.25, 0.001, 0.002, -0.003] };
         let b = Constant { shape: vec![2], values: vec![0.3, -0.01] };
-        let q = quantize_layer(&w, Some(&b), 0.02);
+        let q = quantize_layer(&w, Some(&b), 0.02, 8);
         assert_eq!(q.weight[1], -127, "largest magnitude maps to the end of the range");
         assert_eq!(q.weight[5], -127, "each channel has its own scale");
         for (i, wv) in w.values.iter().enumerate() {
@@ -143,7 +145,7 @@ mod tests {
     fn huge_bias_raises_the_weight_scale_instead_of_overflowing() {
         let w = Constant { shape: vec![1, 1], values: vec![1e-9] };
         let b = Constant { shape: vec![1], values: vec![1e6] };
-        let q = quantize_layer(&w, Some(&b), 1e-3);
+        let q = quantize_layer(&w, Some(&b), 1e-3, 8);
         let back = q.bias.unwrap()[0] as f64 * 1e-3 * q.weight_scales[0] as f64;
         assert!((back - 1e6).abs() / 1e6 < 1e-3, "{back}");
     }
