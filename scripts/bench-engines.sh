@@ -27,20 +27,54 @@ files = sorted(glob.glob(sys.argv[1] + "/*/*.jpg"))[:150]
 for i, f in enumerate(files):
     Image.open(f).convert("RGB").resize((640, 480), Image.BICUBIC).save(f"{sys.argv[2]}/{i:03d}.jpg", quality=90)
 PY
-models=(--model "$weights/mobilenet_v2_1.0_224.onnx" --preset mobilenetv2 --labels "$weights/imagenet_labels.txt"
-        --model "$weights/efficientnet_lite0.onnx" --preset efficientnet-lite0 --labels "$weights/imagenet_labels.txt")
+models=(--model "$weights/mobilenet_v2_1.0_224.onnx" --model "$weights/efficientnet_lite0.onnx"
+        --preset mobilenetv2 --preset efficientnet-lite0 --labels "$weights/imagenet_labels.txt")
 files=("$weights/mobilenet_v2_1.0_224.onnx" "$weights/efficientnet_lite0.onnx")
-for f in ${PERCH_BENCH_EXPORTS:-}; do models+=(--model "$f"); files+=("$f"); done
+exports=()
+for f in ${PERCH_BENCH_EXPORTS:-}; do exports+=(--model "$f"); files+=("$f"); done
 echo "== bench: tract and ort, 1 and 2 threads ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
-"$bin" bench "${models[@]}" --engine tract,ort --threads 1,2 --image "$frames/000.jpg" \
-  --json "$out/report.json" --markdown "$out/report.md" --plot "$out/latency.png"
+bench=(--engine tract,ort --threads 1,2 --image "$frames/000.jpg")
+"$bin" bench "${models[@]}" "${bench[@]}" --json "$frames/reference.json" --markdown /dev/null
+reports=("$frames/reference.json")
+if [ ${#exports[@]} -gt 0 ]; then
+  "$bin" bench "${exports[@]}" "${bench[@]}" --json "$frames/exports.json" --markdown /dev/null
+  reports+=("$frames/exports.json")
+fi
+"$bin" bench report "${reports[@]}" --json "$out/report.json" --markdown "$out/report.md" --plot "$out/latency.png"
 echo "== onnxruntime's own Python latency, 1 thread"
 "$py" benches/python/ort_latency.py "${files[@]}" | tee "$out/python-ort-latency.jsonl"
+# The wrapper's overhead: perch --engine ort and Python onnxruntime alternately, 3 rounds per
+# file (this VM's speed drifts by 20-30 % within minutes), median p50 of each.
+echo "== perch --engine ort vs Python onnxruntime, 1 thread, 3 alternating rounds"
+for f in "${files[@]}"; do
+  preset=(); case "$f" in
+    */mobilenet_v2_1.0_224.onnx) preset=(--preset mobilenetv2 --labels "$weights/imagenet_labels.txt") ;;
+    */efficientnet_lite0.onnx) preset=(--preset efficientnet-lite0 --labels "$weights/imagenet_labels.txt") ;;
+  esac
+  for round in 1 2 3; do
+    "$bin" bench --model "$f" "${preset[@]}" --engine ort --threads 1 --json "$frames/ab.json" --markdown /dev/null 2>/dev/null
+    "$py" -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(json.dumps({'model': r['model'], 'who': 'perch', 'p50_ms': r['p50_ms']}))" "$frames/ab.json"
+    "$py" benches/python/ort_latency.py "$f" | "$py" -c "import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({'model': r['model'], 'who': 'python', 'p50_ms': r['p50_ms']}))"
+  done
+done >"$frames/ab.jsonl"
+"$py" - "$frames/ab.jsonl" <<'PY' | tee "$out/ort-overhead.md"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("| model | perch --engine ort p50 (median of 3) | Python onnxruntime p50 (median of 3) | perch / Python |")
+print("| --- | ---: | ---: | ---: |")
+for m in dict.fromkeys(r["model"] for r in rows):
+    p = statistics.median(r["p50_ms"] for r in rows if r["model"] == m and r["who"] == "perch")
+    q = statistics.median(r["p50_ms"] for r in rows if r["model"] == m and r["who"] == "python")
+    print(f"| {m} | {p:.2f} ms | {q:.2f} ms | {p / q:.2f} |")
+PY
 echo "== end to end over 150 640x480 JPEGs"
 {
-  for engine in tract ort; do
-    "$bin" run --source "dir:$frames" --model "$weights/mobilenet_v2_1.0_224.onnx" --preset mobilenetv2 \
-      --labels "$weights/imagenet_labels.txt" --emit jsonl --threads 1 --engine "$engine" 2>&1 >/dev/null | grep '^summary: source' | sed "s/^/$engine: /"
+  for threads in 1 2; do
+    for engine in tract ort; do
+      "$bin" run --source "dir:$frames" --model "$weights/mobilenet_v2_1.0_224.onnx" --preset mobilenetv2 \
+        --labels "$weights/imagenet_labels.txt" --emit jsonl --threads "$threads" --engine "$engine" 2>&1 >/dev/null |
+        grep '^summary: source' | sed "s/^/$engine, --threads $threads: /"
+    done
+    "$py" benches/python/ort_loop.py "$weights/mobilenet_v2_1.0_224.onnx" "$frames" --threads "$threads"
   done
-  "$py" benches/python/ort_loop.py "$weights/mobilenet_v2_1.0_224.onnx" "$frames"
 } | tee "$out/end-to-end.txt"

@@ -153,7 +153,7 @@ mod ort_backend {
 
     use ort::session::Session;
     use ort::session::builder::GraphOptimizationLevel;
-    use ort::value::Tensor;
+    use ort::value::TensorRef;
 
     use super::find_ort_library;
     use crate::error::{Result, RuntimeError};
@@ -198,8 +198,8 @@ mod ort_backend {
     }
 
     impl OrtRunner {
-        /// Builds a session from the model bytes: all graph optimizations (onnxruntime's
-        /// default, as in Python), `threads` intra-op threads without spinning (a spinning
+        /// Builds a session from the model bytes: all graph optimizations (ORT_ENABLE_ALL,
+        /// onnxruntime's default, as in Python), `threads` intra-op threads without spinning (a spinning
         /// pool would take the core the pipeline decodes on), one inter-op thread.
         pub fn new(model: &Path, bytes: &[u8], threads: usize, lib: Option<&Path>) -> Result<Self> {
             let l = loaded(lib)?;
@@ -207,7 +207,7 @@ mod ort_backend {
                 |e: &dyn std::fmt::Display| RuntimeError::OrtModel { path: model.to_path_buf(), reason: e.to_string() };
             let threads = threads.max(1);
             let session = Session::builder(&l.env)
-                .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
+                .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
                 .and_then(|b| Ok(b.with_intra_threads(threads)?))
                 .and_then(|b| Ok(b.with_inter_threads(1)?))
                 .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
@@ -230,7 +230,8 @@ mod ort_backend {
 
         pub fn run(&self, shape: [usize; 4], input: &[f32]) -> Result<Vec<f32>> {
             let fail = |e: &dyn std::fmt::Display| RuntimeError::Inference(format!("onnxruntime: {e}"));
-            let tensor = Tensor::from_array((shape, input.to_vec())).map_err(|e| fail(&e))?;
+            // A view of the caller's buffer: no copy of the input tensor.
+            let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| fail(&e))?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = session.run(ort::inputs![tensor]).map_err(|e| fail(&e))?;
             let (_, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
