@@ -506,6 +506,22 @@ mod tests {
     }
 
     #[test]
+    fn engine_rows_are_told_apart_and_old_reports_read_as_tract() {
+        let tract = row("m.onnx", 1, 30.0);
+        let ort = BenchResult { engine: Some("ort".into()), p50_ms: 10.0, ..tract.clone() };
+        assert_eq!((tract.engine(), tract.variant()), ("tract", "m.onnx (fp32)".to_string()));
+        assert_eq!((ort.engine(), ort.variant()), ("ort", "m.onnx (fp32, ort)".to_string()));
+        let mut json = serde_json::to_value(&tract).unwrap();
+        json.as_object_mut().unwrap().remove("engine");
+        let old: BenchResult = serde_json::from_value(json).unwrap();
+        assert_eq!(old.engine(), "tract");
+        let report = BenchReport { device: device("EPYC", None), results: vec![tract, ort] };
+        let md = MergedReport::from(report).to_markdown();
+        assert!(md.contains("| m.onnx | tract | fp32 |") && md.contains("| m.onnx | ort | fp32 |"), "{md}");
+        assert!(md.contains("| m.onnx (fp32, ort) | 1 | 10.00 |"), "{md}");
+    }
+
+    #[test]
     fn runs_on_the_same_device_become_one_device() {
         let fp32 = BenchReport { device: device("EPYC", None), results: vec![row("m.onnx", 1, 5.0)] };
         let mut int8 = BenchReport { device: device("EPYC", None), results: vec![row("m-int8.onnx", 1, 3.0)] };
