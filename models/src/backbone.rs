@@ -95,14 +95,13 @@ impl Backbone {
                 filter: ResizeFilter::Bicubic,
                 has_imagenet_weights: true,
             },
-            // No float ImageNet weights are available here: user-supplied safetensors in the
-            // efficientnet_pytorch naming, or training from scratch. Preprocessing follows
-            // that port (torchvision ImageNet mean/std, bicubic, 87.5 % crop).
+            // PROVENANCE.md: Google's B0 (TF Hub via TF.js), BatchNorm folded, ImageNet
+            // mean/std on 0-255, bicubic, central crop 87.5 %; 1000 logits.
             Backbone::EfficientNetB0 => BackboneSpec {
                 backbone: self,
-                reference_onnx: None,
+                reference_onnx: Some("efficientnet_b0.onnx"),
                 safetensors: "efficientnet_b0.safetensors",
-                safetensors_sha256: None,
+                safetensors_sha256: Some("4914a0a1ac9765e86c9c17d3f42de236bb91b8be4ac16a94b61f7ea49e70c501"),
                 imagenet_classes: 1000,
                 label_offset: 0,
                 feature_dim: 1280,
@@ -111,7 +110,7 @@ impl Backbone {
                 mean: [123.675, 116.28, 103.53],
                 std: [58.395, 57.12, 57.375],
                 filter: ResizeFilter::Bicubic,
-                has_imagenet_weights: false,
+                has_imagenet_weights: true,
             },
         }
     }

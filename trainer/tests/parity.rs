@@ -102,6 +102,11 @@ fn efficientnet_lite0_matches_the_reference_onnx() {
     check_parity(Backbone::EfficientNetLite0);
 }
 
+#[test]
+fn efficientnet_b0_matches_the_reference_onnx() {
+    check_parity(Backbone::EfficientNetB0);
+}
+
 /// The ImageNet head really classifies: a committed photo of a known class comes out on top
 /// (fixture names carry the ImageNet index, e.g. imagenet_14_129.jpg = spoonbill).
 #[test]

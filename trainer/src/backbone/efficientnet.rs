@@ -1,7 +1,9 @@
 //! EfficientNet-Lite0 and EfficientNet-B0: the same 16-block table (B0 at width/depth 1.0 in
 //! efficientnet_pytorch's `efficientnet-b0` block strings equals Lite0's), different blocks:
 //! - Lite0: BN (eps 1e-3) + ReLU6, no squeeze-excite (PROVENANCE.md, "BatchNorm NOT folded").
-//! - B0: BN (eps 1e-3) + swish, squeeze-excite with ratio 0.25 of the block input channels.
+//! - B0: swish, squeeze-excite with ratio 0.25 of the block input channels; BatchNorm folded
+//!   into the convs (every conv has a bias, as in shared/weights/efficientnet_b0.safetensors).
+//!   A file in efficientnet_pytorch's naming with `_bn*` tensors is folded at load.
 //!   Stem 32 and head 1280 channels in both (Lite fixes them; B0 has them at width 1.0).
 
 use super::arch::Arch;
@@ -32,8 +34,10 @@ pub const BLOCKS: [BlockSpec; 16] = [
     b(6, 3, 1, 192, 320),
 ];
 
-/// TF's BatchNorm epsilon used by both checkpoints (not PyTorch's 1e-5 default).
-const BN: Norm = Norm::BatchNorm { eps: 1e-3 };
+/// TF's BatchNorm epsilon of the Lite0 checkpoint (not PyTorch's 1e-5 default), also used to
+/// fold a B0 file that carries BN tensors.
+pub const BN_EPS: f64 = 1e-3;
+const BN: Norm = Norm::BatchNorm { eps: BN_EPS };
 
 pub const LITE0: Arch = Arch {
     stem_channels: 32,
@@ -46,7 +50,7 @@ pub const B0: Arch = Arch {
     stem_channels: 32,
     head_channels: 1280,
     blocks: &BLOCKS,
-    options: BlockOptions { norm: BN, act: Activation::Swish, se_ratio: Some(0.25) },
+    options: BlockOptions { norm: Norm::Folded, act: Activation::Swish, se_ratio: Some(0.25) },
 };
 
 #[cfg(test)]

@@ -32,13 +32,13 @@ use mbconv::MBConv;
 pub use download::{DEFAULT_WEIGHTS_URL, WEIGHTS_DIR_ENV, WEIGHTS_URL_ENV, WeightsSource};
 
 /// `--help` text for where efficientnet-b0 weights come from.
-pub const B0_WEIGHTS_HELP: &str = "efficientnet-b0 has no ImageNet weights shipped with perch: put your own float32 \
-weights as efficientnet_b0.safetensors in --weights-dir (or PERCH_WEIGHTS), named as in efficientnet_pytorch \
-(lukemelas): _conv_stem.weight, _bn0.*, _blocks.N._expand_conv.weight, _blocks.N._bn0.*, \
+pub const B0_WEIGHTS_HELP: &str = "efficientnet-b0's ImageNet weights are efficientnet_b0.safetensors of the \
+shared weights (BatchNorm folded: every conv has a bias) in --weights-dir (or PERCH_WEIGHTS); your own float32 \
+file (--weights) may use the same naming or efficientnet_pytorch's (lukemelas) with BatchNorm tensors, folded at \
+load: _conv_stem.weight, _bn0.*, _blocks.N._expand_conv.weight, _blocks.N._bn0.*, \
 _blocks.N._depthwise_conv.weight, _blocks.N._bn1.*, _blocks.N._se_reduce.{weight,bias}, \
 _blocks.N._se_expand.{weight,bias}, _blocks.N._project_conv.weight, _blocks.N._bn2.*, _conv_head.weight, _bn1.*, \
-optional _fc.{weight,bias} (BN tensors: weight, bias, running_mean, running_var; eps 1e-3); \
-or train it from scratch (random init)";
+optional _fc.{weight,bias} (BN tensors: weight, bias, running_mean, running_var; eps 1e-3)";
 
 /// A backbone network (opaque to the rest of the trainer: use the methods).
 #[derive(Module, Debug)]

@@ -81,8 +81,8 @@ fn export_ops_cover_every_stage_with_unique_chained_names() {
                 assert_eq!(counts["relu6"], convs - 16);
             }
             Backbone::EfficientNetB0 => {
-                // SE convs carry a bias instead of BN.
-                assert_eq!(counts["bn"], convs - 32);
+                // BN folded like the shared weights: every conv carries a bias.
+                assert!(!counts.contains_key("bn"));
                 assert_eq!((counts["mul"], counts["gap"], counts["sigmoid"]), (16, 16, 16));
                 assert_eq!(counts["swish"], convs - 16 - 16);
             }
@@ -149,7 +149,7 @@ fn frozen_batchnorm_uses_running_stats_on_an_autodiff_device() {
     let on_ad = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &autodiff);
     let back = |t: Tensor<2>| Tensor::<2>::from_data(t.to_data(), &plain);
     let max_abs = |t: &Tensor<2>| t.clone().abs().max().into_scalar::<f32>();
-    let net = BackboneNet::new(Backbone::EfficientNetB0, &plain);
+    let net = BackboneNet::new(Backbone::EfficientNetLite0, &plain);
     let reference = net.features(x.clone());
 
     let frozen = net.clone().with_frozen_batchnorm(true).to_device(&autodiff);
@@ -179,9 +179,10 @@ fn b0_weights_round_trip_through_the_documented_naming() {
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let names: HashSet<String> = st.names().into_iter().map(String::from).collect();
-    for name in ["_conv_stem.weight", "_bn0.running_var", "_blocks.0._se_reduce.bias", "_blocks.15._se_expand.weight"] {
+    for name in ["_conv_stem.bias", "_blocks.0._se_reduce.bias", "_blocks.15._se_expand.weight", "_conv_head.bias"] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
+    assert!(!names.iter().any(|n| n.contains("_bn")), "B0 is saved BN-folded, as the shared file");
     assert!(!names.contains("_blocks.0._expand_conv.weight"), "block 0 has expand ratio 1");
     assert!(B0_WEIGHTS_HELP.contains("_se_reduce") && B0_WEIGHTS_HELP.contains("_bn2"));
 
@@ -190,6 +191,60 @@ fn b0_weights_round_trip_through_the_documented_naming() {
     let x = small_input(&device, 1);
     assert_eq!(max_abs_diff(net.features(x.clone()), loaded.features(x)), 0.0);
     assert!(loaded.imagenet_logits(small_input(&device, 1)).is_err(), "no classifier in a random net");
+}
+
+/// A B0 file in efficientnet_pytorch's naming (convs without bias + BatchNorm tensors) loads by
+/// folding the BN into the convs: the same features as the folded file it was made from.
+#[test]
+fn a_b0_file_with_batchnorm_tensors_is_folded_at_load() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("folded.safetensors");
+    let net = BackboneNet::new(Backbone::EfficientNetB0, &device);
+    net.save_weights(&folded).unwrap();
+    let bytes = std::fs::read(&folded).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |d: &[u8]| d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut raw: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let eps = super::efficientnet::BN_EPS as f32;
+    for (name, view) in st.tensors() {
+        raw.insert(name.clone(), (view.shape().to_vec(), view.data().to_vec()));
+    }
+    // Every conv that has a BN slot in the naming: weight / 2, no bias, BN with scale 2 and a
+    // mean of 0.5, so folding gives back the original weight and bias.
+    let mut copy = net.clone();
+    let logicals: Vec<String> = copy.layers_mut().into_iter().map(|(l, _)| l).collect();
+    for logical in logicals {
+        let (conv, bn) = weights::tensor_prefixes(Backbone::EfficientNetB0, &logical);
+        if bn.is_empty() {
+            continue;
+        }
+        let (shape, w) = raw.remove(&format!("{conv}.weight")).unwrap();
+        let (_, b) = raw.remove(&format!("{conv}.bias")).unwrap();
+        let halved: Vec<f32> = f32s(&w).iter().map(|v| v / 2.0).collect();
+        raw.insert(format!("{conv}.weight"), (shape, le(&halved)));
+        let bias = f32s(&b);
+        let n = bias.len();
+        let beta: Vec<f32> = bias.iter().map(|b| b + 1.0).collect();
+        for (suffix, values) in [
+            ("weight", vec![2.0 * (1.0 + eps).sqrt(); n]),
+            ("bias", beta),
+            ("running_mean", vec![0.5; n]),
+            ("running_var", vec![1.0; n]),
+        ] {
+            raw.insert(format!("{bn}.{suffix}"), (vec![n], le(&values)));
+        }
+    }
+    let views: Vec<(String, TensorView)> =
+        raw.iter().map(|(n, (s, d))| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    let with_bn = dir.path().join("with-bn.safetensors");
+    std::fs::write(&with_bn, safetensors::serialize(views, None).unwrap()).unwrap();
+    let loaded = BackboneNet::load_file(Backbone::EfficientNetB0, &with_bn, &device).unwrap();
+    let x = small_input(&device, 1);
+    let (a, b) = (net.features(x.clone()), loaded.features(x));
+    let scale = a.clone().abs().max().into_scalar::<f32>().max(1e-6);
+    assert!(max_abs_diff(a, b) <= 1e-4 * scale);
 }
 
 /// A real-looking file for `kind` with one tensor replaced or dropped.

@@ -9,6 +9,8 @@
 //!   `_blocks.i._expand_conv` + `_bn0`, `_depthwise_conv` + `_bn1`, `_project_conv` + `_bn2`,
 //!   B0 only `_blocks.i._se_reduce` / `_se_expand` (conv with bias), `_conv_head` + `_bn1`, `_fc`.
 //!   BN tensors are `.weight` (gamma), `.bias` (beta), `.running_mean`, `.running_var`.
+//!   B0's shared file has BN folded (every conv has `.bias`, no `_bn*`): perch's B0 is built
+//!   folded, and a file with `_bn*` tensors is folded at load.
 //!
 //! Layouts: conv OIHW (burn's `Conv2d` layout too), classifier PyTorch Linear [out, in]
 //! (burn stores [in, out]: transposed on load and on save).
@@ -142,6 +144,12 @@ impl Reader<'_> {
 
     fn load_layer(&self, logical: &str, layer: &mut ConvNormAct) -> Result<(), TrainerError> {
         let (conv, bn_prefix) = tensor_prefixes(self.kind, logical);
+        // A folded layer (conv with bias, no BN) read from a file that has BN tensors
+        // (efficientnet_pytorch's B0 naming): fold them into the conv here.
+        let bn_var = format!("{bn_prefix}.running_var");
+        if layer.bn.is_none() && layer.conv.bias.is_some() && !bn_prefix.is_empty() && self.has(&bn_var) {
+            return self.load_folding_bn(&conv, &bn_prefix, layer);
+        }
         let weight = self.tensor(&format!("{conv}.weight"), layer.conv.weight.dims())?;
         layer.conv.weight = Param::from_tensor(weight);
         if let Some(bias) = &layer.conv.bias {
@@ -159,6 +167,26 @@ impl Reader<'_> {
                 ..bn
             });
         }
+        Ok(())
+    }
+
+    /// `conv.weight` (no bias) + BN (gamma, beta, mean, var; eps 1e-3) -> conv with bias:
+    /// `w' = w * s`, `b' = beta - mean * s` with `s = gamma / sqrt(var + eps)` per out channel.
+    fn load_folding_bn(&self, conv: &str, bn: &str, layer: &mut ConvNormAct) -> Result<(), TrainerError> {
+        let dims = layer.conv.weight.dims();
+        let (mut w, _) = self.values(&format!("{conv}.weight"), Some(&dims))?;
+        let out = dims[0];
+        let get = |suffix: &str| self.values(&format!("{bn}.{suffix}"), Some(&[out])).map(|(v, _)| v);
+        let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+        let per_out = w.len() / out.max(1);
+        let mut bias = vec![0f32; out];
+        for o in 0..out {
+            let s = (gamma[o] as f64 / (var[o] as f64 + super::efficientnet::BN_EPS).sqrt()) as f32;
+            w[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= s);
+            bias[o] = beta[o] - mean[o] * s;
+        }
+        layer.conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, dims), self.device));
+        layer.conv.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias, [out]), self.device)));
         Ok(())
     }
 
