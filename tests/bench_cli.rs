@@ -168,6 +168,7 @@ fn bench_measures_a_real_model_and_report_merges_two_devices() {
 
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&here).unwrap()).unwrap();
     let rows = v["results"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["engine"] == "tract"), "the default engine is named in every row: {rows:?}");
     assert_eq!(rows.len(), 2, "one row per thread count");
     for (row, threads) in rows.iter().zip([1, 2]) {
         for field in ROW_FIELDS {
@@ -223,7 +224,7 @@ fn bench_measures_a_real_model_and_report_merges_two_devices() {
     let md = std::fs::read_to_string(&md).unwrap();
     let here_label = serde_json::from_value::<DeviceInfo>(v["device"].clone()).unwrap().label();
     assert!(md.contains(&format!("| model | threads | {here_label} | Raspberry Pi 4 Model B Rev 1.4 |")), "{md}");
-    let result_rows = md.lines().filter(|l| l.contains("| mobilenet_v2_1.0_224.onnx | fp32 |")).count();
+    let result_rows = md.lines().filter(|l| l.contains("| mobilenet_v2_1.0_224.onnx | tract | fp32 |")).count();
     assert_eq!(result_rows, 3, "2 rows from here + 1 from the Pi:\n{md}");
     let pi_p50 = pi.results[0].p50_ms;
     assert!(
