@@ -84,9 +84,11 @@ fn load(m: &ModelArgs) -> anyhow::Result<Classifier> {
     if !c.timings().is_empty() {
         let timed: Vec<String> =
             c.timings().iter().map(|t| format!("{} {} {:.1} ms", t.engine, t.execution.name(), t.ms)).collect();
+        // Candidates from two engines: an `--engine auto` choice; from one: `--int8 auto`.
+        let engines_compared = c.timings().iter().any(|t| t.engine != c.engine());
         eprintln!(
             "{} auto: {} per inference -> {} {}",
-            if m.engine.engine == edge_runtime::Engine::Auto { "engine" } else { "int8" },
+            if engines_compared { "engine" } else { "int8" },
             timed.join(", "),
             c.engine(),
             c.execution().name()

@@ -163,28 +163,30 @@ impl Classifier {
             Engine::Ort => &[Engine::Ort],
             Engine::Auto => &[Engine::Tract, Engine::Ort],
         };
-        let mut folded: Option<(ModelProto, Vec<u8>)> = None;
+        let mut folded: Option<ModelProto> = None;
         let mut candidates = Vec::new();
         let mut engine_note = None;
+        let mut first_failure = None;
         'engines: for &engine in engines {
             for &execution in executions {
+                // The file's own bytes go to onnxruntime as they are; the folded graph exists
+                // only as a proto (encoded for onnxruntime when it is the one asking).
                 let (graph, graph_bytes) = if execution == Execution::Int8Weights {
                     if folded.is_none() {
                         let f = int8::fold_qdq_to_f32(&proto)
                             .map_err(|reason| RuntimeError::Int8 { path: path.clone(), reason })?;
-                        let b = f.encode_to_vec();
-                        folded = Some((f, b));
+                        folded = Some(f);
                     }
-                    let (f, b) = folded.as_ref().expect("set above");
-                    (f, b.as_slice())
+                    (folded.as_ref().expect("set above"), None)
                 } else {
-                    (&proto, bytes.as_slice())
+                    (&proto, Some(bytes.as_slice()))
                 };
                 match build_runner(engine, &path, &manifest, graph, graph_bytes, opts) {
                     Ok(runner) => candidates.push((execution, runner)),
                     // `auto` keeps whichever engines can run the model.
                     Err(e) if opts.engine == Engine::Auto => {
                         engine_note = Some(format!("{engine} not used: {e}"));
+                        first_failure.get_or_insert(e);
                         continue 'engines;
                     }
                     Err(e) => return Err(e),
@@ -193,7 +195,13 @@ impl Classifier {
         }
         let mut timings = Vec::new();
         let (execution, runner) = if candidates.len() <= 1 {
-            candidates.pop().ok_or_else(|| RuntimeError::Inference(engine_note.clone().unwrap_or_default()))?
+            // Empty only under `auto` when no engine could load the model: its first error.
+            let Some(only) = candidates.pop() else {
+                return Err(
+                    first_failure.unwrap_or_else(|| RuntimeError::Inference("no engine could load the model".into()))
+                );
+            };
+            only
         } else {
             for (execution, runner) in &candidates {
                 let ms = time_runner(runner, &manifest)?;
@@ -308,13 +316,14 @@ impl Classifier {
     }
 }
 
-/// Loads one graph into one engine.
+/// Loads one graph into one engine. `bytes` is the encoded `proto` when the caller has it (the
+/// model file itself); onnxruntime otherwise gets `proto` encoded here.
 fn build_runner(
     engine: Engine,
     path: &Path,
     manifest: &Manifest,
     proto: &ModelProto,
-    bytes: &[u8],
+    bytes: Option<&[u8]>,
     opts: &LoadOptions,
 ) -> Result<Runner> {
     match engine {
@@ -323,7 +332,14 @@ fn build_runner(
         }
         #[cfg(feature = "ort")]
         Engine::Ort => {
-            let _ = proto;
+            let encoded;
+            let bytes = match bytes {
+                Some(b) => b,
+                None => {
+                    encoded = proto.encode_to_vec();
+                    &encoded
+                }
+            };
             crate::engine::OrtRunner::new(path, bytes, opts.threads.unwrap_or(1), opts.ort_lib.as_deref())
                 .map(Runner::Ort)
         }

@@ -26,6 +26,8 @@ use safetensors::{Dtype, SafeTensors};
 use super::BackboneNet;
 use super::conv_norm::ConvNormAct;
 use crate::error::TrainerError;
+use crate::export::fold::{BatchNormParams, fold_conv_bn};
+use crate::export::graph::Constant;
 
 /// Logical leaf name -> (conv tensor prefix, BN tensor prefix) in the efficientnet_pytorch
 /// naming. Block leaves get the `_blocks.i.` prefix.
@@ -174,19 +176,21 @@ impl Reader<'_> {
     /// `w' = w * s`, `b' = beta - mean * s` with `s = gamma / sqrt(var + eps)` per out channel.
     fn load_folding_bn(&self, conv: &str, bn: &str, layer: &mut ConvNormAct) -> Result<(), TrainerError> {
         let dims = layer.conv.weight.dims();
-        let (mut w, _) = self.values(&format!("{conv}.weight"), Some(&dims))?;
+        let (values, shape) = self.values(&format!("{conv}.weight"), Some(&dims))?;
         let out = dims[0];
         let get = |suffix: &str| self.values(&format!("{bn}.{suffix}"), Some(&[out])).map(|(v, _)| v);
         let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
-        let per_out = w.len() / out.max(1);
-        let mut bias = vec![0f32; out];
-        for o in 0..out {
-            let s = (gamma[o] as f64 / (var[o] as f64 + super::efficientnet::BN_EPS).sqrt()) as f32;
-            w[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= s);
-            bias[o] = beta[o] - mean[o] * s;
-        }
-        layer.conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, dims), self.device));
-        layer.conv.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias, [out]), self.device)));
+        let params = BatchNormParams {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            var: &var,
+            eps: super::efficientnet::BN_EPS as f32,
+        };
+        // The exporter's fold (f64), so a BN-carrying file loads exactly as it would export.
+        let (w, b) = fold_conv_bn(&Constant { shape, values }, None, params);
+        layer.conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w.values, dims), self.device));
+        layer.conv.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b.values, [out]), self.device)));
         Ok(())
     }
 
