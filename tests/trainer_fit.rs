@@ -327,3 +327,109 @@ fn flags_that_would_be_ignored_are_warned_about() {
     let err = quick_fit("used", &["--optimizer", "sgd", "--momentum", "0.5"]);
     assert!(!err.contains("is ignored"), "{err}");
 }
+
+/// A dataset with train/ and test/ but no val/: validation is held out of train/ (the best
+/// epoch is never chosen on test/), test/ is scored once on the chosen model and by
+/// `trainer eval --split test`; unequal classes are warned about and `--class-weights auto`
+/// weighs them; the frozen pass names its engine and is skipped when everything is cached;
+/// GPU devices missing from the build are clear errors.
+#[test]
+fn test_split_is_scored_once_and_never_chooses_the_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hym = perch::dataset_dir("hymenoptera");
+    let data = tmp.path().join("data");
+    for (split, src, counts) in [("train", "train", [12, 3]), ("test", "val", [6, 6])] {
+        for (class, n) in ["ants", "bees"].iter().zip(counts) {
+            let dst = data.join(split).join(class);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<PathBuf> =
+                std::fs::read_dir(hym.join(src).join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let cache = tmp.path().join("cache");
+    let fit = |run: &str, extra: &[&str]| {
+        let out = tmp.path().join(run);
+        let mut args = vec!["fit", "--backbone", "mobilenetv2", "--data", data.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "--epochs", "3"]);
+        args.extend_from_slice(extra);
+        let o = run_ok(trainer().args(&args).env("RUST_LOG", "info"));
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), info)
+    };
+    let (stdout, stderr, info) = fit("plain", &["--frozen-engine", "tract"]);
+    // 15 % of each train/ class held out (at least one image): ants 12 -> 10 + 2, bees 3 -> 2 + 1.
+    assert!(stdout.contains("12 train, 3 val, 12 test"), "{stdout}");
+    assert_eq!((info["train_images"].as_u64(), info["val_images"].as_u64()), (Some(12), Some(3)));
+    assert_eq!(info["test_images"].as_u64(), Some(12));
+    assert_eq!(info["frozen_engine"], "tract", "{info}");
+    assert!(stdout.contains("frozen pass: tract"), "{stdout}");
+    assert!(stderr.contains("frozen pass: tract (--frozen-engine tract)"), "{stderr}");
+    // 10 ants vs 2 bees after the hold-out: 5x.
+    assert!(
+        stderr.lines().any(|l| l.contains("WARN") && l.contains("'ants' has 10") && l.contains("--class-weights auto")),
+        "{stderr}"
+    );
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("plain/test_metrics.json")).unwrap()).unwrap();
+    assert_eq!(info["test_accuracy"], test["accuracy"], "{info}");
+    assert_eq!(test["images"].as_u64(), Some(12), "{test}");
+    assert!(stdout.contains("test           accuracy"), "{stdout}");
+    let val: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("plain/metrics.json")).unwrap()).unwrap();
+    assert_eq!(val["images"].as_u64(), Some(3), "{val}");
+
+    // trainer eval --split test (on the run's own data folder) scores the same 12 images.
+    let json = tmp.path().join("eval-test.json");
+    let run = tmp.path().join("plain");
+    run_ok(trainer().args([
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "test",
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(eval["accuracy"], test["accuracy"]);
+    assert_eq!(eval["confusion"], test["confusion"]);
+    fails_with(&["eval", "--run", run.to_str().unwrap(), "--split", "val"], &["has no val/ folder"]);
+
+    // --class-weights auto: no warning, the weights balance 10 ants against 2 bees; every
+    // feature is in the cache now, so no engine runs.
+    let (stdout, stderr, info) = fit("weighted", &["--class-weights", "auto"]);
+    assert!(!stderr.contains("classes differ a lot in size"), "{stderr}");
+    let w: Vec<f64> = info["class_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(w.len(), 2);
+    assert!((w[0] - 0.6).abs() < 1e-6 && (w[1] - 3.0).abs() < 1e-6, "{w:?}");
+    assert_eq!(info["config"]["class_weights"], "auto");
+    assert!(info["frozen_engine"].is_null(), "{info}");
+    assert!(stdout.contains("0 computed, 27 from cache"), "{stdout}");
+
+    // GPU devices this binary was not built with: a clear error before any work.
+    for device in ["cuda", "wgpu"] {
+        if std::env::var("PERCH_TEST_GPU").is_ok() {
+            break;
+        }
+        let out = tmp.path().join(format!("gpu-{device}"));
+        fails_with(
+            &[
+                "fit",
+                "--backbone",
+                "mobilenetv2",
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--device",
+                device,
+            ],
+            &[&format!("--device {device}"), &format!("built without the {device} feature"), "--device flex"],
+        );
+    }
+}

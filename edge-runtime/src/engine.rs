@@ -144,7 +144,7 @@ pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 #[cfg(feature = "ort")]
-pub(crate) use ort_backend::OrtRunner;
+pub use ort_backend::OrtRunner;
 
 #[cfg(feature = "ort")]
 mod ort_backend {
@@ -228,14 +228,25 @@ mod ort_backend {
             &self.library
         }
 
+        /// The first output (the logits).
         pub fn run(&self, shape: [usize; 4], input: &[f32]) -> Result<Vec<f32>> {
+            self.run_outputs(shape, input, 1).map(|mut outs| outs.swap_remove(0))
+        }
+
+        /// The first `count` outputs, in graph order, flattened (the trainer's frozen
+        /// backbone pass reads the pooled features and the fine-tuning boundary).
+        pub fn run_outputs(&self, shape: [usize; 4], input: &[f32], count: usize) -> Result<Vec<Vec<f32>>> {
             let fail = |e: &dyn std::fmt::Display| RuntimeError::Inference(format!("onnxruntime: {e}"));
             // A view of the caller's buffer: no copy of the input tensor.
             let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| fail(&e))?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = session.run(ort::inputs![tensor]).map_err(|e| fail(&e))?;
-            let (_, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
-            Ok(values.to_vec())
+            if outputs.len() < count {
+                return Err(fail(&format!("the graph has {} outputs, {count} expected", outputs.len())));
+            }
+            (0..count)
+                .map(|i| outputs[i].try_extract_tensor::<f32>().map(|(_, v)| v.to_vec()).map_err(|e| fail(&e)))
+                .collect()
         }
     }
 }

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use indicatif::ProgressBar;
 use models::{ImageLimits, Preprocessing, Preprocessor};
@@ -18,11 +17,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::augment::Augment;
-use crate::backbone::BackboneNet;
 use crate::backbone::weights::sha256_hex;
 use crate::data::Sample;
 use crate::error::TrainerError;
-use crate::head::tensor_values;
+use crate::frozen::LazyFrozen;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -111,26 +109,22 @@ impl Extracted {
 /// Runs the frozen backbone (stages `0..boundary` kept as activations when `boundary` is set,
 /// then the rest + pooling as features) over `samples`, through the cache.
 /// Unreadable or undecodable images are skipped and listed, never fatal.
-#[allow(clippy::too_many_arguments)]
 pub fn extract(
-    backbone: &BackboneNet,
-    device: &Device,
+    frozen: &LazyFrozen<'_>,
     samples: &[Sample],
     views: usize,
     base: &CacheKeyBase,
-    boundary: Option<usize>,
     cache: &FeatureCache,
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<Extracted, TrainerError> {
-    let kind = backbone.kind();
+    let kind = frozen.backbone().kind();
     let views = views.max(1);
     let run = Extraction {
-        backbone,
-        device,
+        frozen,
         views,
         base,
-        boundary,
+        boundary: frozen.boundary(),
         cache,
         spec: kind.preprocessing(),
         feat_dim: kind.spec().feature_dim,
@@ -149,9 +143,8 @@ pub fn extract(
 type Computed = Vec<Vec<Option<(Vec<f32>, Vec<f32>)>>>;
 
 /// The settings of one [`extract`] call.
-struct Extraction<'a> {
-    backbone: &'a BackboneNet,
-    device: &'a Device,
+struct Extraction<'a, 'f> {
+    frozen: &'a LazyFrozen<'f>,
     views: usize,
     base: &'a CacheKeyBase,
     boundary: Option<usize>,
@@ -160,7 +153,7 @@ struct Extraction<'a> {
     feat_dim: usize,
 }
 
-impl Extraction<'_> {
+impl Extraction<'_, '_> {
     /// Read + hash + (if any view is missing from the cache) decode and preprocess, in parallel.
     fn prepare_chunk(&self, chunk: &[Sample]) -> Vec<Prepared> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -195,13 +188,10 @@ impl Extraction<'_> {
         for &(i, v) in &todo {
             input.extend_from_slice(prepared[i].inputs[v].as_deref().unwrap_or_default());
         }
-        let x = Tensor::<4>::from_data(
-            TensorData::new(input, [todo.len(), 3, spec.height as usize, spec.width as usize]),
-            self.device,
-        );
-        let (feats, acts, act_shape) = run_frozen(self.backbone, x, boundary);
-        if !act_shape.is_empty() {
-            out.act_shape = act_shape;
+        let run = self.frozen.get()?.run(&input, todo.len(), boundary)?;
+        let (feats, acts) = (run.features, run.activations);
+        if !run.act_shape.is_empty() {
+            out.act_shape = run.act_shape;
         }
         let act_len: usize = out.act_shape.iter().product();
         for (k, &(i, v)) in todo.iter().enumerate() {
@@ -255,19 +245,6 @@ impl Extraction<'_> {
 
 fn boundary_tag(boundary: Option<usize>) -> String {
     format!("activations@{}", boundary.unwrap_or(0))
-}
-
-/// Features (and boundary activations with their [C,H,W]) of a batch, on the frozen backbone.
-fn run_frozen(backbone: &BackboneNet, x: Tensor<4>, boundary: Option<usize>) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
-    match boundary {
-        None => (tensor_values(backbone.features(x)), Vec::new(), Vec::new()),
-        Some(b) => {
-            let acts = backbone.forward_stages(x, 0..b);
-            let [_, c, h, w] = acts.dims();
-            let feats = BackboneNet::pool(backbone.forward_stages(acts.clone(), b..backbone.num_stages()));
-            (tensor_values(feats), tensor_values(acts), vec![c, h, w])
-        }
-    }
 }
 
 type CachedView = (Vec<f32>, Vec<f32>, Vec<usize>);

@@ -8,9 +8,10 @@ use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 use models::Backbone;
 use trainer::eval::EvalOptions;
 use trainer::export::{ExportOptions, ExportPrecision};
-use trainer::fit::{FitOptions, OptimizerKind};
+use trainer::fit::{FitOptions, OptimizerKind, Recipe};
+use trainer::frozen::FrozenEngine;
 use trainer::predict::PredictOptions;
-use trainer::run::DeviceKind;
+use trainer::run::{ClassWeights, DeviceKind};
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Transfer learning for perch image classifiers (burn)")]
@@ -36,7 +37,8 @@ pub enum Command {
 /// `--device`, shared by fit, eval and predict.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArg {
-    /// Compute device (cuda needs a build with `--features cuda`).
+    /// Compute device: flex (CPU), cuda (NVIDIA; a build with `--features cuda`, see
+    /// scripts/seed-llvm.sh) or wgpu (Vulkan/Metal; a build with `--features wgpu`).
     #[arg(long, value_enum, default_value_t)]
     pub device: Device,
 }
@@ -45,16 +47,16 @@ pub struct DeviceArg {
 pub enum Device {
     #[default]
     Flex,
-    #[cfg(feature = "cuda")]
     Cuda,
+    Wgpu,
 }
 
 impl From<DeviceArg> for DeviceKind {
     fn from(d: DeviceArg) -> Self {
         match d.device {
             Device::Flex => DeviceKind::Flex,
-            #[cfg(feature = "cuda")]
             Device::Cuda => DeviceKind::Cuda,
+            Device::Wgpu => DeviceKind::Wgpu,
         }
     }
 }
@@ -148,9 +150,69 @@ pub struct FitArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// What runs the frozen backbone pass (epoch 1): auto (time them, keep the fastest), burn,
+    /// tract (built in) or ort (onnxruntime's library, see --ort-lib). On a GPU --device auto
+    /// stays on burn.
+    #[arg(long, value_enum, default_value_t = FrozenEngineArg::Auto)]
+    pub frozen_engine: FrozenEngineArg,
+    /// libonnxruntime.so (or a folder holding it, e.g. a pip install's onnxruntime/capi) for
+    /// --frozen-engine ort|auto; default: ORT_DYLIB_PATH, then system and pip folders.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// A set of defaults: linear (new head on frozen features: the defaults shown here) or
+    /// finetune (adds --augment flip,rotate,crop with 5 views, --fine-tune-layers 2 and
+    /// --fine-tune-epochs 5). Flags given explicitly win.
+    #[arg(long, value_enum, default_value_t = RecipeArg::Linear)]
+    pub recipe: RecipeArg,
+    /// Loss weights per class: none, or auto (1/class size, so rare classes count as much as
+    /// common ones; fit warns when the largest class has 3x the images of the smallest).
+    #[arg(long, value_enum, default_value_t = ClassWeightsArg::None)]
+    pub class_weights: ClassWeightsArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RecipeArg {
+    Linear,
+    Finetune,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClassWeightsArg {
+    None,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FrozenEngineArg {
+    Auto,
+    Burn,
+    Tract,
+    Ort,
+}
+
+impl From<FrozenEngineArg> for FrozenEngine {
+    fn from(e: FrozenEngineArg) -> Self {
+        match e {
+            FrozenEngineArg::Auto => FrozenEngine::Auto,
+            FrozenEngineArg::Burn => FrozenEngine::Burn,
+            FrozenEngineArg::Tract => FrozenEngine::Tract,
+            FrozenEngineArg::Ort => FrozenEngine::Ort,
+        }
+    }
 }
 
 impl FitArgs {
+    /// The options, with `--recipe`'s defaults for the flags `matches` says were not given.
+    pub fn into_options_with_recipe(self, matches: Option<&ArgMatches>) -> FitOptions {
+        let recipe = match self.recipe {
+            RecipeArg::Linear => Recipe::Linear,
+            RecipeArg::Finetune => Recipe::Finetune,
+        };
+        let mut opts = self.into_options();
+        recipe.apply(&mut opts, |id| matches.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine)));
+        opts
+    }
+
     pub fn into_options(self) -> FitOptions {
         FitOptions {
             backbone: self.backbone,
@@ -179,6 +241,12 @@ impl FitArgs {
             limit_per_class: self.limit_per_class,
             cache_dir: self.cache_dir,
             device: self.device.into(),
+            frozen_engine: self.frozen_engine.into(),
+            ort_lib: self.ort_lib,
+            class_weights: match self.class_weights {
+                ClassWeightsArg::None => ClassWeights::None,
+                ClassWeightsArg::Auto => ClassWeights::Auto,
+            },
         }
     }
 }
@@ -207,9 +275,14 @@ pub fn ignored_flags(opts: &FitOptions, matches: &ArgMatches) -> Vec<String> {
 pub struct EvalArgs {
     #[command(flatten)]
     pub run: RunArg,
-    /// DIR/val/<class>/ or DIR/test/<class>/, else DIR/<class>/.
+    /// DIR/<split>/<class>/ with --split; else DIR/val/<class>/ or DIR/test/<class>/, else
+    /// DIR/<class>/. Default: the run's own data folder (run.json).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Which sub-folder of --data to score: val or test (the best epoch was chosen on val, so
+    /// test is the unbiased figure).
+    #[arg(long, value_enum)]
+    pub split: Option<SplitArg>,
     /// Also write the metrics as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -219,11 +292,21 @@ pub struct EvalArgs {
     pub device: DeviceArg,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    Val,
+    Test,
+}
+
 impl From<EvalArgs> for EvalOptions {
     fn from(a: EvalArgs) -> Self {
         EvalOptions {
             run: a.run.run,
             data: a.data,
+            split: a.split.map(|s| match s {
+                SplitArg::Val => "val".to_string(),
+                SplitArg::Test => "test".to_string(),
+            }),
             json: a.json,
             limit_per_class: a.limit_per_class,
             device: a.device.into(),
@@ -362,6 +445,33 @@ mod tests {
         assert!(fit_warnings(&["--fine-tune-layers", "2", "--fine-tune-epochs", "2"]).is_empty());
         assert!(fit_warnings(&["--augment-views", "3"])[0].contains("--augment-views"));
         assert!(fit_warnings(&["--augment", "flip", "--augment-views", "3"]).is_empty());
+    }
+
+    fn fit_options(extra: &[&str]) -> FitOptions {
+        let mut argv = vec!["trainer", "fit", "--backbone", "mobilenetv2", "--data", "d", "--out", "o"];
+        argv.extend_from_slice(extra);
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let Command::Fit(args) = Cli::from_arg_matches(&matches).unwrap().command else { panic!("not fit") };
+        args.into_options_with_recipe(matches.subcommand_matches("fit"))
+    }
+
+    #[test]
+    fn the_finetune_recipe_fills_in_only_what_was_not_given() {
+        let linear = fit_options(&[]);
+        assert_eq!((linear.fine_tune_layers, linear.augment.as_str()), (0, ""));
+        let ft = fit_options(&["--recipe", "finetune"]);
+        assert_eq!(ft.fine_tune_layers, trainer::fit::FINETUNE_LAYERS);
+        assert_eq!(ft.fine_tune_epochs, trainer::fit::FINETUNE_EPOCHS);
+        assert_eq!(
+            (ft.augment.as_str(), ft.augment_views),
+            (trainer::fit::FINETUNE_AUGMENT, trainer::fit::FINETUNE_VIEWS)
+        );
+        assert_eq!(ft.epochs, linear.epochs);
+        let own = fit_options(&["--recipe", "finetune", "--fine-tune-layers", "3", "--augment", "flip"]);
+        assert_eq!((own.fine_tune_layers, own.augment.as_str()), (3, "flip"));
+        assert_eq!(own.fine_tune_epochs, trainer::fit::FINETUNE_EPOCHS);
+        // Explicitly given defaults win too.
+        assert_eq!(fit_options(&["--recipe", "finetune", "--fine-tune-layers", "0"]).fine_tune_layers, 0);
     }
 
     #[test]

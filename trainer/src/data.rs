@@ -1,5 +1,9 @@
-//! Image-folder datasets: `DIR/train/<class>/*` + `DIR/val/<class>/*` (or `test/`), or one
-//! `DIR/<class>/*` folder split into train/val by a seeded per-class shuffle. Class = folder
+//! Image-folder datasets: `DIR/train/<class>/*` + `DIR/val/<class>/*` (+ `DIR/test/<class>/*`),
+//! or one `DIR/<class>/*` folder split into train/val by a seeded per-class shuffle.
+//!
+//! No peeking: the best epoch is chosen on the validation split, never on `test/`. With
+//! `train/` + `test/` and no `val/`, validation is held out of `train/` (`--val-split`, default
+//! [`DEFAULT_HOLDOUT`]) and `test/` is only scored at the end, on the chosen model. Class = folder
 //! name, classes sorted by name so label indices never depend on the file system's order.
 //! Files without an image extension are skipped and counted; undecodable images are found
 //! (and counted) later, when the features are computed.
@@ -23,11 +27,18 @@ pub struct Sample {
 /// Files left out, with the reason (not an image, unreadable, ...).
 pub type Skipped = Vec<(PathBuf, String)>;
 
+/// Fraction of each class of `train/` held out for validation when a dataset has `test/` but
+/// no `val/` (and no `--val-split`).
+pub const DEFAULT_HOLDOUT: f32 = 0.15;
+
 #[derive(Debug, Clone)]
 pub struct Splits {
     pub labels: Labels,
     pub train: Vec<Sample>,
+    /// Chooses the best epoch (and gates the export).
     pub val: Vec<Sample>,
+    /// `DIR/test/`, scored once on the chosen model (empty without one).
+    pub test: Vec<Sample>,
     /// Files left out, with the reason (not an image, unreadable, ...).
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -132,43 +143,34 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
     }
     let mut skipped = Vec::new();
     let train_dir = dir.join("train");
-    let val_dir = ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir());
-    let (root, split_needed) = match (train_dir.is_dir(), &val_dir) {
-        (true, Some(_)) => (train_dir, false),
-        (true, None) => (train_dir, true),
-        (false, _) => (dir.to_path_buf(), true),
-    };
+    let (val_dir, test_dir) = (dir.join("val"), dir.join("test"));
+    let has_train = train_dir.is_dir();
+    let root = if has_train { train_dir } else { dir.to_path_buf() };
     let (names, files) = read_classes(&root, &mut skipped)?;
     require_trainable(&root, &names, &files)?;
     let labels = Labels(names.clone());
+    let test = if has_train && test_dir.is_dir() { split_folder(&test_dir, &names, &mut skipped)? } else { Vec::new() };
 
-    if !split_needed {
-        let val_dir = val_dir.unwrap_or_default();
-        let mut val = Vec::new();
-        for c in class_dirs(&val_dir)? {
-            let name = class_name(&c);
-            let Some(label) = names.iter().position(|n| *n == name) else {
-                return Err(dataset_err(
-                    &c,
-                    format!("validation class '{name}' has no training folder: the classes are {}", names.join(", ")),
-                ));
-            };
-            val.extend(class_files(&c, &mut skipped)?.into_iter().map(|path| Sample { path, label }));
-        }
+    if has_train && val_dir.is_dir() {
+        let val = split_folder(&val_dir, &names, &mut skipped)?;
         if val.is_empty() {
             return Err(dataset_err(
                 &val_dir,
                 "has no validation images: fill DIR/val/<class>/ or remove it and use --val-split",
             ));
         }
-        return Ok(Splits { labels, train: to_samples(files), val, skipped });
+        return Ok(Splits { labels, train: to_samples(files), val, test, skipped });
     }
 
-    let Some(frac) = val_split else {
-        return Err(dataset_err(
-            dir,
-            "has no val/ or test/ folder: pass --val-split 0.2 to hold out a part of each class",
-        ));
+    let frac = match val_split {
+        Some(f) => f,
+        None if !test.is_empty() => DEFAULT_HOLDOUT,
+        None => {
+            return Err(dataset_err(
+                dir,
+                "has no val/ or test/ folder: pass --val-split 0.2 to hold out a part of each class",
+            ));
+        }
     };
     if !(frac > 0.0 && frac < 1.0) {
         return Err(TrainerError::InvalidArgument(format!("--val-split {frac} must be between 0 and 1 (e.g. 0.2)")));
@@ -188,7 +190,28 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
     // File order inside each class stays sorted so runs read files in a stable order.
     train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
     val.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
-    Ok(Splits { labels, train, val, skipped })
+    Ok(Splits { labels, train, val, test, skipped })
+}
+
+/// `DIR/val/` or `DIR/test/`: its class folders must be training classes.
+fn split_folder(
+    dir: &Path,
+    names: &[String],
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<Vec<Sample>, TrainerError> {
+    let split = class_name(dir);
+    let mut out = Vec::new();
+    for c in class_dirs(dir)? {
+        let name = class_name(&c);
+        let Some(label) = names.iter().position(|n| *n == name) else {
+            return Err(dataset_err(
+                &c,
+                format!("{split} class '{name}' has no training folder: the classes are {}", names.join(", ")),
+            ));
+        };
+        out.extend(class_files(&c, skipped)?.into_iter().map(|path| Sample { path, label }));
+    }
+    Ok(out)
 }
 
 /// Keeps the first `n` samples of each class (quick runs and tests).
@@ -209,6 +232,7 @@ impl Splits {
         if let Some(n) = per_class {
             self.train = limit_per_class(self.train, n);
             self.val = limit_per_class(self.val, n);
+            self.test = limit_per_class(self.test, n);
         }
         self
     }
@@ -219,13 +243,27 @@ pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
     Ok(open_image_folder(&info.data_dir, info.val_split, info.seed)?.limited(info.limit_per_class))
 }
 
-/// A labelled folder for evaluation: `DIR/val/` or `DIR/test/` if present, else `DIR`; its class
-/// folders must be among `labels` (a run's classes), matched by name.
-pub fn open_labelled_folder(dir: &Path, labels: &Labels) -> Result<(Vec<Sample>, Skipped), TrainerError> {
+/// A labelled folder for evaluation: `DIR/<split>/` when `split` is given, else `DIR/val/` or
+/// `DIR/test/` if present, else `DIR`; its class folders must be among `labels` (a run's
+/// classes), matched by name.
+pub fn open_labelled_folder(
+    dir: &Path,
+    split: Option<&str>,
+    labels: &Labels,
+) -> Result<(Vec<Sample>, Skipped), TrainerError> {
     if !dir.is_dir() {
         return Err(dataset_err(dir, "is not a folder: pass --data DIR with DIR/<class>/ (or DIR/val/<class>/)"));
     }
-    let root = ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir()).unwrap_or_else(|| dir.to_path_buf());
+    let root = match split {
+        Some(s) => {
+            let root = dir.join(s);
+            if !root.is_dir() {
+                return Err(dataset_err(dir, format!("has no {s}/ folder (--split {s})")));
+            }
+            root
+        }
+        None => ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir()).unwrap_or_else(|| dir.to_path_buf()),
+    };
     let mut skipped = Vec::new();
     let (names, files) = read_classes(&root, &mut skipped)?;
     let mut samples = Vec::new();
@@ -271,6 +309,30 @@ mod tests {
         assert_ne!(s1.val, s3.val);
         assert_eq!(s1.skipped.len(), 1);
         assert_eq!(s1.limited(Some(3)).train.len(), 6);
+    }
+
+    #[test]
+    fn test_folder_is_never_validation_without_val() {
+        let d = tempfile::tempdir().unwrap();
+        for c in ["a", "b"] {
+            for i in 0..20 {
+                touch(&d.path().join("train").join(c).join(format!("{i}.jpg")));
+            }
+            for i in 0..5 {
+                touch(&d.path().join("test").join(c).join(format!("{i}.jpg")));
+            }
+        }
+        let s = open_image_folder(d.path(), None, 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (34, 6, 10));
+        assert!(s.val.iter().all(|v| v.path.starts_with(d.path().join("train"))));
+        let s = open_image_folder(d.path(), Some(0.5), 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (20, 20, 10));
+        // With val/ as well: val/ chooses, test/ is kept apart.
+        for c in ["a", "b"] {
+            touch(&d.path().join("val").join(c).join("v.jpg"));
+        }
+        let s = open_image_folder(d.path(), None, 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (40, 2, 10));
     }
 
     #[test]

@@ -69,6 +69,12 @@ pub enum TrainerError {
     #[error("cannot draw {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
 
+    #[error("--frozen-engine {engine}: {reason}")]
+    FrozenEngine { engine: String, reason: String },
+
+    #[error("--device {device}: {reason}")]
+    Device { device: String, reason: String },
+
     // ---- export (trainer::export) ----
     #[error("cannot export: {0}")]
     ExportInvalid(String),

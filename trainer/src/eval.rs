@@ -16,8 +16,11 @@ use crate::run::DeviceKind;
 pub struct EvalOptions {
     /// The `trainer fit --out` folder.
     pub run: PathBuf,
-    /// DIR/val/<class>/ or DIR/test/<class>/, else DIR/<class>/.
-    pub data: PathBuf,
+    /// DIR/<split>/<class>/, or DIR/val/ or DIR/test/, else DIR/<class>/ (None: the run's
+    /// data folder).
+    pub data: Option<PathBuf>,
+    /// `val` or `test`: that sub-folder of `data`.
+    pub split: Option<String>,
     /// Also write the metrics as JSON to this file.
     pub json: Option<PathBuf>,
     pub limit_per_class: Option<usize>,
@@ -30,9 +33,10 @@ pub struct EvalReport {
 }
 
 pub fn run(args: &EvalOptions) -> Result<EvalReport, TrainerError> {
-    let device = args.device.device();
+    let device = args.device.device()?;
     let (model, info) = load_best(&args.run, &device)?;
-    let (samples, mut skipped) = crate::data::open_labelled_folder(&args.data, &info.labels)?;
+    let data = args.data.clone().unwrap_or_else(|| info.data_dir.clone());
+    let (samples, mut skipped) = crate::data::open_labelled_folder(&data, args.split.as_deref(), &info.labels)?;
     let samples = match args.limit_per_class {
         Some(n) => crate::data::limit_per_class(samples, n),
         None => samples,
@@ -50,7 +54,7 @@ pub fn run(args: &EvalOptions) -> Result<EvalReport, TrainerError> {
         }
     }
     if truth.is_empty() {
-        return Err(TrainerError::Dataset { path: args.data.clone(), reason: "no readable image to evaluate".into() });
+        return Err(TrainerError::Dataset { path: data, reason: "no readable image to evaluate".into() });
     }
     let metrics = Metrics::compute(&info.labels, &truth, &predicted);
     if let Some(p) = &args.json {

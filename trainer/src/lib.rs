@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod fit;
+pub mod frozen;
 pub mod head;
 pub mod history;
 pub mod metrics;

@@ -18,7 +18,7 @@ fn main() -> Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Fit(args) => {
-            let opts = args.into_options();
+            let opts = args.into_options_with_recipe(matches.subcommand_matches("fit"));
             if let Some(fit) = matches.subcommand_matches("fit") {
                 for warning in cli::ignored_flags(&opts, fit) {
                     tracing::warn!("{warning}");

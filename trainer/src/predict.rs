@@ -74,7 +74,7 @@ pub fn classify_files(
 
 /// Prints predictions; returns how many images failed (unreadable/undecodable).
 pub fn run(opts: &PredictOptions) -> Result<usize, TrainerError> {
-    let device = opts.device.device();
+    let device = opts.device.device()?;
     let (model, info) = load_best(&opts.run, &device)?;
     let results = classify_files(&model, &info, &opts.images, 16, &device);
     let mut failed = 0;

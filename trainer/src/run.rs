@@ -30,6 +30,51 @@ pub struct FitConfig {
     pub fine_tune_layers: usize,
     pub fine_tune_epochs: usize,
     pub fine_tune_lr_factor: f64,
+    /// Loss weights per class (run.json files from before the flag read as `none`).
+    #[serde(default)]
+    pub class_weights: ClassWeights,
+}
+
+/// `--class-weights`: `none`, or `auto` = total / (classes x class size) per class (rare
+/// classes weigh more in the training loss), the "balanced" weighting of scikit-learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    #[default]
+    None,
+    Auto,
+}
+
+impl ClassWeights {
+    /// The weights for these per-class training image counts (empty for `None`).
+    pub fn weights(self, counts: &[usize]) -> Vec<f32> {
+        match self {
+            ClassWeights::None => Vec::new(),
+            ClassWeights::Auto => {
+                let total: usize = counts.iter().sum();
+                let k = counts.len().max(1);
+                counts.iter().map(|&n| total as f32 / (k * n.max(1)) as f32).collect()
+            }
+        }
+    }
+}
+
+/// A warning when the largest class has at least `IMBALANCE_RATIO` times the images of the
+/// smallest (None when the classes are close enough in size, or weights are on).
+pub const IMBALANCE_RATIO: f64 = 3.0;
+
+pub fn imbalance_warning(names: &[String], counts: &[usize], weights: ClassWeights) -> Option<String> {
+    let (big, &nb) = counts.iter().enumerate().max_by_key(|(_, n)| **n)?;
+    let (small, &ns) = counts.iter().enumerate().min_by_key(|(_, n)| **n)?;
+    let ratio = nb as f64 / ns.max(1) as f64;
+    (ratio >= IMBALANCE_RATIO && weights == ClassWeights::None).then(|| {
+        format!(
+            "classes differ a lot in size: '{}' has {nb} training images, '{}' {ns} ({ratio:.1}x); the model will \
+             favour the large classes. --class-weights auto weighs the loss by 1/class size (per-class recall is in \
+             metrics.json)",
+            names[big], names[small]
+        )
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +98,18 @@ pub struct RunInfo {
     pub train_images: usize,
     pub val_images: usize,
     pub finished: bool,
+    /// Images of `DIR/test/` (0 without one; older run.json files lack the field).
+    #[serde(default)]
+    pub test_images: usize,
+    /// Accuracy of the best model on `DIR/test/`, scored once at the end (never used to choose).
+    #[serde(default)]
+    pub test_accuracy: Option<f64>,
+    /// Class weights of the loss (`--class-weights auto`; empty: unweighted).
+    #[serde(default)]
+    pub class_weights: Vec<f32>,
+    /// What ran the frozen backbone pass this time (None: every feature came from the cache).
+    #[serde(default)]
+    pub frozen_engine: Option<crate::frozen::FrozenEngine>,
 }
 
 pub const RUN_JSON: &str = "run.json";
@@ -100,22 +157,87 @@ impl std::fmt::Display for OptimizerKind {
     }
 }
 
-/// The compute device: `flex` (pure-Rust CPU, default) or `cuda` (builds with `--features cuda`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The compute device: `flex` (pure-Rust CPU, default), `cuda` (NVIDIA, a build with
+/// `--features cuda`) or `wgpu` (Vulkan/Metal, a build with `--features wgpu`). Every kind
+/// exists in every build, so `--device cuda` on a CPU-only binary is a clear error, not an
+/// unknown value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     #[default]
     Flex,
-    #[cfg(feature = "cuda")]
     Cuda,
+    Wgpu,
 }
 
 impl DeviceKind {
-    pub fn device(self) -> Device {
+    pub fn name(self) -> &'static str {
         match self {
-            DeviceKind::Flex => Device::flex(),
-            #[cfg(feature = "cuda")]
-            DeviceKind::Cuda => Device::cuda(0),
+            DeviceKind::Flex => "flex",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Wgpu => "wgpu",
         }
+    }
+
+    /// Whether this binary was built with the backend of `self`.
+    pub fn compiled(self) -> bool {
+        match self {
+            DeviceKind::Flex => true,
+            DeviceKind::Cuda => cfg!(feature = "cuda"),
+            DeviceKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The burn device, checked: a GPU kind runs one small operation first, so a missing
+    /// feature, driver or GPU is an error here rather than a panic in the middle of a run.
+    pub fn device(self) -> Result<Device, TrainerError> {
+        let err = |reason: String| TrainerError::Device { device: self.name().into(), reason };
+        if !self.compiled() {
+            let feature = self.name();
+            let seed = if self == DeviceKind::Cuda { "bash scripts/seed-llvm.sh && " } else { "" };
+            return Err(err(format!(
+                "this trainer was built without the {feature} feature: build it with `{seed}cargo build --release \
+                 -p trainer --features {feature}`, or use --device flex (CPU)"
+            )));
+        }
+        match self {
+            DeviceKind::Flex => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            DeviceKind::Wgpu => Device::wgpu_options().init().map_err(|e| {
+                err(format!("no usable GPU adapter ({e}): wgpu needs a Vulkan (Linux) or Metal (macOS) driver"))
+            }),
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => probe(Device::cuda(0)).map_err(|panic| {
+                err(format!(
+                    "no CUDA GPU could be used ({panic}): cuda needs an NVIDIA GPU and its driver (libcuda.so); \
+                     `nvidia-smi` should list the GPU"
+                ))
+            }),
+            #[allow(unreachable_patterns)]
+            _ => Err(err("not compiled in".into())),
+        }
+    }
+}
+
+/// Runs one tiny operation on `device`; burn's GPU runtimes panic when no driver or device is
+/// there, which becomes the panic's message. The panic hook is silenced meanwhile, so the user
+/// sees the error, not a backtrace.
+#[cfg(feature = "cuda")]
+fn probe(device: Device) -> Result<Device, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<1>::ones([4], &device).sum().into_data().to_vec::<f32>().map(|v| v.len())
+    });
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(1)) => Ok(device),
+        Ok(other) => Err(format!("a test operation returned {other:?}")),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the runtime panicked".into())),
     }
 }
 
@@ -138,6 +260,7 @@ mod tests {
             fine_tune_layers: 0,
             fine_tune_epochs: 0,
             fine_tune_lr_factor: 0.1,
+            class_weights: ClassWeights::None,
         };
         let json = serde_json::to_string(&config).unwrap();
         assert!(json.contains("\"optimizer\":\"sgd\""), "{json}");
@@ -145,5 +268,26 @@ mod tests {
         let old = json.replace("\"sgd\"", "\"adam\"");
         assert_eq!(serde_json::from_str::<FitConfig>(&old).unwrap().optimizer, OptimizerKind::Adam);
         assert_eq!(serde_json::from_str::<FitConfig>(&json).unwrap(), config);
+        // run.json files from before --class-weights read as unweighted.
+        let old = json.replace(",\"class_weights\":\"none\"", "");
+        assert_ne!(old, json);
+        assert_eq!(serde_json::from_str::<FitConfig>(&old).unwrap().class_weights, ClassWeights::None);
+    }
+
+    #[test]
+    fn auto_class_weights_balance_the_classes_and_imbalance_is_warned() {
+        let w = ClassWeights::Auto.weights(&[300, 100]);
+        assert_eq!(w, vec![400.0 / 600.0, 2.0]);
+        // Weighted counts are equal: 300 * 0.667 == 100 * 2.
+        assert!((300.0 * w[0] - 100.0 * w[1]).abs() < 1e-3);
+        assert!(ClassWeights::None.weights(&[3, 1]).is_empty());
+        let names = vec!["cat".to_string(), "dog".to_string()];
+        let warn = imbalance_warning(&names, &[300, 100], ClassWeights::None).unwrap();
+        assert!(
+            warn.contains("'cat' has 300") && warn.contains("'dog' 100") && warn.contains("--class-weights auto"),
+            "{warn}"
+        );
+        assert!(imbalance_warning(&names, &[300, 100], ClassWeights::Auto).is_none());
+        assert!(imbalance_warning(&names, &[120, 100], ClassWeights::None).is_none());
     }
 }

@@ -124,3 +124,49 @@ fn known_photos_get_their_imagenet_class() {
         assert_eq!(top5(&logits)[0], label, "{name}");
     }
 }
+
+/// The frozen pass's engines agree: burn, tract and (when its library is there) onnxruntime
+/// give the same pooled features and the same activations at a fine-tuning boundary, on real
+/// photos, for every backbone. The ONNX engines run the exporter's graph of the same weights
+/// (BatchNorm folded), two workers at a time.
+#[test]
+fn frozen_pass_engines_agree_on_features_and_boundary_activations() {
+    use trainer::frozen::{FrozenEngine, FrozenRequest, select};
+    use trainer::run::DeviceKind;
+    let device = Device::flex();
+    let photos = photos();
+    let ort_found = edge_runtime::engine::find_ort_library(None).is_ok();
+    for kind in [Backbone::MobileNetV2, Backbone::EfficientNetLite0, Backbone::EfficientNetB0] {
+        let net = BackboneNet::load(kind, Some(&weights_dir()), &device).unwrap().without_imagenet_classifier();
+        let mut pre = Preprocessor::new(kind.preprocessing());
+        let input: Vec<f32> =
+            photos.iter().flat_map(|p| pre.tensor_from_file(p, ImageLimits::default()).unwrap()).collect();
+        let n = photos.len();
+        let boundary = Some(net.num_stages() - 2);
+        let run = |engine: FrozenEngine| {
+            let req = FrozenRequest { engine, device: DeviceKind::Flex, ort_lib: None, workers: 2 };
+            let (runner, line) =
+                select(&req, &net, &device, boundary).unwrap_or_else(|e| panic!("{kind} {engine}: {e}"));
+            assert_eq!(runner.engine(), engine, "{line}");
+            runner.run(&input, n, boundary).unwrap()
+        };
+        let reference = run(FrozenEngine::Burn);
+        assert_eq!(reference.features.len(), n * net.feature_dim());
+        let mut engines = vec![FrozenEngine::Tract];
+        if ort_found {
+            engines.push(FrozenEngine::Ort);
+        } else {
+            eprintln!("onnxruntime not found: the ort engine is not compared (set ORT_DYLIB_PATH)");
+        }
+        for engine in engines {
+            let got = run(engine);
+            assert_eq!(got.act_shape, reference.act_shape, "{kind} {engine}");
+            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert_eq!(got.features.len(), reference.features.len());
+            assert_eq!(got.activations.len(), reference.activations.len());
+            let (df, da) = (diff(&got.features, &reference.features), diff(&got.activations, &reference.activations));
+            eprintln!("{kind} {engine}: max |diff| features {df:.2e}, boundary activations {da:.2e}");
+            assert!(df < 1e-3 && da < 1e-3, "{kind} {engine}: features {df}, activations {da}");
+        }
+    }
+}

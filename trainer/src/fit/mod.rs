@@ -28,8 +28,9 @@ use models::Backbone;
 use crate::augment::Augment;
 use crate::checkpoint::{self, CheckpointState};
 use crate::error::TrainerError;
+use crate::frozen::FrozenEngine;
 use crate::metrics::Metrics;
-use crate::run::{DeviceKind, FitConfig};
+use crate::run::{ClassWeights, DeviceKind, FitConfig};
 use epoch::{Pass, Rows, evaluate, head_forward, top_forward};
 use phase::{Phase, Session};
 use setup::Prepared;
@@ -79,7 +80,63 @@ pub struct FitOptions {
     /// Feature cache folder (None: RUN_DIR/cache).
     pub cache_dir: Option<PathBuf>,
     pub device: DeviceKind,
+    /// What runs the frozen backbone pass (see `frozen`).
+    pub frozen_engine: FrozenEngine,
+    /// libonnxruntime for `frozen_engine` ort/auto (None: ORT_DYLIB_PATH, system, pip).
+    pub ort_lib: Option<PathBuf>,
+    /// Loss weights per class (`auto`: by 1/class size).
+    pub class_weights: ClassWeights,
 }
+
+/// `--recipe`: a documented set of defaults. `linear` trains the new head on frozen features
+/// (the flags' own defaults); `finetune` adds cached augmented views and a second phase that
+/// fine-tunes the top backbone stages at a tenth of the learning rate. Flags given on the
+/// command line win over a recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recipe {
+    #[default]
+    Linear,
+    Finetune,
+}
+
+impl Recipe {
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Linear => "linear",
+            Recipe::Finetune => "finetune",
+        }
+    }
+
+    /// Sets the recipe's value of every setting `given` (a flag id such as `fine_tune_layers`)
+    /// says the user did not set.
+    pub fn apply(self, opts: &mut FitOptions, given: impl Fn(&str) -> bool) {
+        if self != Recipe::Finetune {
+            return;
+        }
+        if !given("augment") {
+            opts.augment = FINETUNE_AUGMENT.into();
+        }
+        if !given("augment_views") {
+            opts.augment_views = FINETUNE_VIEWS;
+        }
+        if !given("fine_tune_layers") {
+            opts.fine_tune_layers = FINETUNE_LAYERS;
+        }
+        if !given("fine_tune_epochs") {
+            opts.fine_tune_epochs = FINETUNE_EPOCHS;
+        }
+    }
+}
+
+/// `--recipe finetune`: augmentations cached per training image...
+pub const FINETUNE_AUGMENT: &str = "flip,rotate,crop";
+/// ... in this many views (view 0 is the plain image) ...
+pub const FINETUNE_VIEWS: usize = 5;
+/// ... then the top stages fine-tuned (MobileNetV2: the last inverted-residual block and
+/// the 1x1 head conv; EfficientNets: the last MBConv block and the head conv) ...
+pub const FINETUNE_LAYERS: usize = 2;
+/// ... for this many epochs, at `--lr` x `--fine-tune-lr-factor` (0.1).
+pub const FINETUNE_EPOCHS: usize = 5;
 
 impl FitOptions {
     /// The validated hyper-parameters stored in run.json.
@@ -119,6 +176,7 @@ impl FitOptions {
             fine_tune_layers: self.fine_tune_layers,
             fine_tune_epochs: if self.fine_tune_layers > 0 { self.fine_tune_epochs } else { 0 },
             fine_tune_lr_factor: self.fine_tune_lr_factor,
+            class_weights: self.class_weights,
         })
     }
 }
@@ -126,10 +184,12 @@ impl FitOptions {
 /// Trains (or resumes) a run. Returns the summary `trainer fit` prints.
 pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
     let cfg = opts.config()?;
+    // The device first: a GPU that is not there fails before the run folder is claimed.
+    let device = opts.device.device()?;
     let run_dir = opts.out.clone();
     setup::claim_run_dir(&run_dir, opts, &cfg)?;
     let started = Instant::now();
-    let data = setup::prepare(opts, &cfg, &run_dir)?;
+    let data = setup::prepare(opts, &cfg, &run_dir, device)?;
 
     // Where to start: the last complete checkpoint when resuming.
     let resume = if opts.resume { checkpoint::latest(&run_dir)? } else { None };
@@ -146,12 +206,23 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
     }
 
     // The best model on the validation set.
-    let preds = best_val_predictions(&run_dir, &data, &session)?;
+    let preds = best_predictions(&run_dir, &data, &data.val, &session)?;
     let truth: Vec<usize> = data.val.samples.iter().map(|s| s.label).collect();
     let metrics = Metrics::compute(&data.labels, &truth, &preds);
     metrics.write(&run_dir.join("metrics.json"))?;
     crate::plots::write_all(&run_dir, &session.state.history, &metrics, &data.val.samples, &preds, &data.labels)?;
+    // test/ is scored once, on the model val chose.
+    let test_metrics = if data.test.samples.is_empty() {
+        None
+    } else {
+        let preds = best_predictions(&run_dir, &data, &data.test, &session)?;
+        let truth: Vec<usize> = data.test.samples.iter().map(|s| s.label).collect();
+        let m = Metrics::compute(&data.labels, &truth, &preds);
+        m.write(&run_dir.join(TEST_METRICS))?;
+        Some(m)
+    };
     session.info.val_accuracy = metrics.accuracy;
+    session.info.test_accuracy = test_metrics.as_ref().map(|m| m.accuracy);
     session.info.finished = true;
     session.info.write(&run_dir)?;
 
@@ -163,8 +234,8 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
         classes: data.labels.len(),
         train_images: data.train.samples.len(),
         val_images: data.val.samples.len(),
-        features_computed: data.train.computed + data.val.computed,
-        features_from_cache: data.train.from_cache + data.val.from_cache,
+        features_computed: data.train.computed + data.val.computed + data.test.computed,
+        features_from_cache: data.train.from_cache + data.val.from_cache + data.test.from_cache,
         skipped: data.skipped,
         epochs_run: timing.epochs_run,
         resumed_from,
@@ -172,26 +243,37 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
         later_head_epoch_seconds: (!later.is_empty()).then(|| later.iter().sum::<f64>() / later.len() as f64),
         best_epoch: session.state.best_epoch,
         metrics,
+        test_metrics,
+        test_images: data.test.samples.len(),
+        frozen_engine: session.info.frozen_engine,
         history: session.state.history,
     })
 }
 
-/// Predicted class of every validation image by the run's best model (`best.bpk`).
-fn best_val_predictions(run_dir: &Path, data: &Prepared, session: &Session) -> Result<Vec<usize>, TrainerError> {
+/// The best model's scores on the test split.
+pub const TEST_METRICS: &str = "test_metrics.json";
+
+/// Predicted class of every image of `set` (val or test) by the run's best model (`best.bpk`).
+fn best_predictions(
+    run_dir: &Path,
+    data: &Prepared,
+    set: &crate::cache::Extracted,
+    session: &Session,
+) -> Result<Vec<usize>, TrainerError> {
     let device = &session.device;
     let (best, _) = checkpoint::load_best(run_dir, device)?;
     let logits = match data.boundary {
         Some(b) => {
-            let shape = data.val.act_shape.clone();
+            let shape = set.act_shape.clone();
             let forward = move |m: &checkpoint::TrainedModel, x: Vec<f32>, n: usize, d: &Device| {
                 top_forward(m, b, &shape, x, n, d)
             };
             let pass = Pass { forward: &forward, loss: &session.loss_val, device, batch: 64 };
-            evaluate(&best, &Rows::activations(&data.val), &pass).1
+            evaluate(&best, &Rows::activations(set), &pass).1
         }
         None => {
             let pass = Pass { forward: &head_forward, loss: &session.loss_val, device, batch: 256 };
-            evaluate(&best.head, &Rows::features(&data.val), &pass).1
+            evaluate(&best.head, &Rows::features(set), &pass).1
         }
     };
     Ok(argmax_rows(&logits, data.labels.len()))

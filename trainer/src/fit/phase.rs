@@ -59,6 +59,15 @@ impl Phase {
     }
 }
 
+/// Training images per class.
+fn class_counts(data: &Prepared) -> Vec<usize> {
+    let mut counts = vec![0; data.labels.len()];
+    for s in &data.train.samples {
+        counts[s.label] += 1;
+    }
+    counts
+}
+
 fn optimizer(cfg: &FitConfig) -> ModuleOptimizer {
     match cfg.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
@@ -99,7 +108,7 @@ pub(super) struct Session<'a> {
     pub state: CheckpointState,
     pub info: RunInfo,
     pub timing: Timing,
-    /// Train + val images (images/s of the first epoch, which extracted features for both).
+    /// Train + val + test images (images/s of the first epoch, which extracted their features).
     all_images: usize,
 }
 
@@ -123,12 +132,18 @@ impl<'a> Session<'a> {
             best_epoch: 0,
         });
         info.val_accuracy = state.best_val_acc.max(0.0);
+        if let Some(w) = crate::run::imbalance_warning(&data.labels.0, &class_counts(data), cfg.class_weights) {
+            tracing::warn!("{w}");
+        }
         info.best_epoch = state.best_epoch;
         info.write(run_dir)?;
         history::write(run_dir, &state.history)?;
-        let loss = |d: &Device| {
+        let weights = cfg.class_weights.weights(&class_counts(data));
+        info.class_weights = weights.clone();
+        let loss = |d: &Device, weights: &[f32]| {
             CrossEntropyLossConfig::new()
                 .with_smoothing((cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing))
+                .with_weights((!weights.is_empty()).then(|| weights.to_vec()))
                 .init(d)
         };
         let device = data.device.clone();
@@ -137,14 +152,15 @@ impl<'a> Session<'a> {
             run_dir,
             seed,
             batch_size: cfg.batch_size,
-            loss_train: loss(&ad),
-            loss_val: loss(&device),
+            // The weights shape training; val loss stays the plain mean, comparable across runs.
+            loss_train: loss(&ad, &weights),
+            loss_val: loss(&device, &[]),
             device,
             ad,
             state,
             info,
             timing: Timing { started, first_epoch_seconds: None, later_head: Vec::new(), epochs_run: 0 },
-            all_images: data.train.samples.len() + data.val.samples.len(),
+            all_images: data.train.samples.len() + data.val.samples.len() + data.test.samples.len(),
         })
     }
 
@@ -213,7 +229,7 @@ impl<'a> Session<'a> {
             row.seconds
         );
         let state = &mut self.state;
-        if row.val_acc > state.best_val_acc {
+        if is_better(&row, state) {
             state.best_val_acc = row.val_acc;
             state.best_epoch = row.epoch;
             save_module(best(model), &self.run_dir.join(BEST_MODEL))?;
@@ -227,6 +243,14 @@ impl<'a> Session<'a> {
         self.info.best_epoch = state.best_epoch;
         self.info.write(self.run_dir)
     }
+}
+
+/// The best model is the one with the highest val accuracy; on a tie (small val sets saturate:
+/// 108 images move in steps of 0.9 points) the lower val loss wins, as Keras's checkpointing
+/// on val_loss would choose. Only val decides: test/ is never looked at.
+fn is_better(row: &EpochRow, state: &CheckpointState) -> bool {
+    let best_loss = state.history.iter().find(|r| r.epoch == state.best_epoch).map_or(f64::INFINITY, |r| r.val_loss);
+    row.val_acc > state.best_val_acc || (row.val_acc == state.best_val_acc && row.val_loss < best_loss)
 }
 
 type Resume<'r> = Option<&'r (PathBuf, CheckpointState)>;
@@ -311,7 +335,37 @@ mod tests {
             fine_tune_layers,
             fine_tune_epochs,
             fine_tune_lr_factor: 0.1,
+            class_weights: crate::run::ClassWeights::None,
         }
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_highest_val_accuracy_then_the_lowest_val_loss() {
+        let row = |epoch: usize, val_acc: f64, val_loss: f64| EpochRow {
+            epoch,
+            phase: PHASE_HEAD.into(),
+            train_loss: 0.5,
+            train_acc: 0.9,
+            val_loss,
+            val_acc,
+            lr: 1e-3,
+            seconds: 1.0,
+            images_per_s: 10.0,
+        };
+        let mut state = CheckpointState {
+            epoch: 2,
+            phase: PHASE_HEAD.into(),
+            history: vec![row(1, 0.90, 0.40), row(2, 0.95, 0.30)],
+            best_val_acc: 0.95,
+            best_epoch: 2,
+        };
+        assert!(is_better(&row(3, 0.96, 0.90), &state), "higher accuracy wins whatever the loss");
+        assert!(is_better(&row(3, 0.95, 0.29), &state), "a tie goes to the lower loss");
+        assert!(!is_better(&row(3, 0.95, 0.31), &state));
+        assert!(!is_better(&row(3, 0.94, 0.01), &state), "lower accuracy never wins");
+        state.best_epoch = 0;
+        state.best_val_acc = -1.0;
+        assert!(is_better(&row(1, 0.0, 9.0), &state), "the first epoch is the first best");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::backbone::BackboneNet;
 use crate::cache::{CacheKeyBase, Extracted, FeatureCache, dataset_fingerprint, extract};
 use crate::data::{Splits, open_image_folder};
 use crate::error::TrainerError;
+use crate::frozen::{FrozenEngine, FrozenRequest, LazyFrozen};
 use crate::run::{FitConfig, RUN_JSON, RunInfo};
 
 /// Everything the epochs train on.
@@ -31,6 +32,10 @@ pub(super) struct Prepared {
     pub preprocessing: Preprocessing,
     pub train: Extracted,
     pub val: Extracted,
+    /// `DIR/test/` (empty without one): scored once, on the best model.
+    pub test: Extracted,
+    /// What ran the frozen pass (None: all features were cached).
+    pub frozen_engine: Option<FrozenEngine>,
     /// Every skipped image (folder scan and decoding), with why.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -72,21 +77,38 @@ pub(super) fn claim_run_dir(run_dir: &Path, opts: &FitOptions, cfg: &FitConfig) 
 }
 
 /// Opens the data, loads the backbone and extracts the features.
-pub(super) fn prepare(opts: &FitOptions, cfg: &FitConfig, run_dir: &Path) -> Result<Prepared, TrainerError> {
-    let device = opts.device.device();
+pub(super) fn prepare(
+    opts: &FitOptions,
+    cfg: &FitConfig,
+    run_dir: &Path,
+    device: Device,
+) -> Result<Prepared, TrainerError> {
     let splits = open_image_folder(&opts.data, opts.val_split, opts.seed)?.limited(opts.limit_per_class);
     let (backbone, boundary) = load_backbone(opts, cfg, &device)?;
     let frozen = backbone.valid();
-    let (train, val) = extract_features(opts, cfg, run_dir, &frozen, boundary, &splits, &device)?;
+    let (train, val, test, frozen_engine) = extract_features(opts, cfg, run_dir, &frozen, boundary, &splits, &device)?;
     let mut skipped = splits.skipped.clone();
     skipped.extend(train.skipped.iter().cloned());
     skipped.extend(val.skipped.iter().cloned());
+    skipped.extend(test.skipped.iter().cloned());
     for (path, why) in &skipped {
         tracing::warn!("skipped {}: {why}", path.display());
     }
     check_readable(&opts.data, &splits.labels, &train, &val)?;
     let preprocessing = opts.backbone.preprocessing();
-    Ok(Prepared { device, backbone, frozen, boundary, labels: splits.labels, preprocessing, train, val, skipped })
+    Ok(Prepared {
+        device,
+        backbone,
+        frozen,
+        boundary,
+        labels: splits.labels,
+        preprocessing,
+        train,
+        val,
+        test,
+        frozen_engine,
+        skipped,
+    })
 }
 
 /// The backbone (ImageNet classifier dropped) and the fine-tuning boundary stage.
@@ -111,7 +133,7 @@ fn load_backbone(
     Ok((backbone.without_imagenet_classifier(), boundary))
 }
 
-/// Features (and boundary activations) of both splits: computed once, then read from the cache.
+/// Features (and boundary activations) of the splits: computed once, then read from the cache.
 fn extract_features(
     opts: &FitOptions,
     cfg: &FitConfig,
@@ -120,7 +142,7 @@ fn extract_features(
     boundary: Option<usize>,
     splits: &Splits,
     device: &Device,
-) -> Result<(Extracted, Extracted), TrainerError> {
+) -> Result<(Extracted, Extracted, Extracted, Option<FrozenEngine>), TrainerError> {
     let augment: Augment = opts.augment.parse()?;
     let cache = FeatureCache::open(&opts.cache_dir.clone().unwrap_or_else(|| run_dir.join("cache")))?;
     let kind = opts.backbone;
@@ -133,17 +155,23 @@ fn extract_features(
         augment,
         seed: opts.seed,
     };
-    let pb = bar(splits.train.len() + splits.val.len(), "features");
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let req =
+        FrozenRequest { engine: opts.frozen_engine, device: opts.device, ort_lib: opts.ort_lib.as_deref(), workers };
+    let lazy = LazyFrozen::new(req, frozen, device, boundary);
+    let pb = bar(splits.train.len() + splits.val.len() + splits.test.len(), "features");
     let batch = cfg.batch_size.min(32);
-    let train = extract(frozen, device, &splits.train, cfg.augment_views, &key_base, boundary, &cache, batch, &pb)?;
-    let val = extract(frozen, device, &splits.val, 1, &key_base, boundary, &cache, batch, &pb)?;
+    let train = extract(&lazy, &splits.train, cfg.augment_views, &key_base, &cache, batch, &pb)?;
+    let val = extract(&lazy, &splits.val, 1, &key_base, &cache, batch, &pb)?;
+    let test = extract(&lazy, &splits.test, 1, &key_base, &cache, batch, &pb)?;
     pb.finish_and_clear();
     tracing::info!(
-        computed = train.computed + val.computed,
-        from_cache = train.from_cache + val.from_cache,
+        computed = train.computed + val.computed + test.computed,
+        from_cache = train.from_cache + val.from_cache + test.from_cache,
+        engine = lazy.chosen().map_or("none (all cached)", FrozenEngine::name),
         "backbone features ready"
     );
-    Ok((train, val))
+    Ok((train, val, test, lazy.chosen()))
 }
 
 /// Every class needs a readable training image, and the validation split one image at all.
@@ -184,6 +212,10 @@ impl Prepared {
             train_images: self.train.samples.len(),
             val_images: self.val.samples.len(),
             finished: false,
+            test_images: self.test.samples.len(),
+            test_accuracy: None,
+            class_weights: Vec::new(),
+            frozen_engine: self.frozen_engine,
         }
     }
 }

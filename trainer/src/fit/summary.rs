@@ -26,6 +26,11 @@ pub struct FitSummary {
     pub later_head_epoch_seconds: Option<f64>,
     pub best_epoch: usize,
     pub metrics: Metrics,
+    /// The best model on `DIR/test/` (None without one).
+    pub test_metrics: Option<Metrics>,
+    pub test_images: usize,
+    /// What ran the frozen backbone pass (None: all cached).
+    pub frozen_engine: Option<crate::frozen::FrozenEngine>,
     pub history: Vec<EpochRow>,
 }
 
@@ -34,9 +39,10 @@ impl std::fmt::Display for FitSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "run            {}", self.run_dir.display())?;
         writeln!(f, "backbone       {} ({} classes)", self.backbone, self.classes)?;
+        let test = if self.test_images > 0 { format!(", {} test", self.test_images) } else { String::new() };
         writeln!(
             f,
-            "images         {} train, {} val, {} skipped",
+            "images         {} train, {} val{test}, {} skipped",
             self.train_images,
             self.val_images,
             self.skipped.len()
@@ -47,7 +53,12 @@ impl std::fmt::Display for FitSummary {
         if self.skipped.len() > 5 {
             writeln!(f, "  ... and {} more (listed in run.json)", self.skipped.len() - 5)?;
         }
-        writeln!(f, "features       {} computed, {} from cache", self.features_computed, self.features_from_cache)?;
+        let engine = self.frozen_engine.map(|e| format!(" (frozen pass: {e})")).unwrap_or_default();
+        writeln!(
+            f,
+            "features       {} computed, {} from cache{engine}",
+            self.features_computed, self.features_from_cache
+        )?;
         if let Some(e) = self.resumed_from {
             writeln!(f, "resumed        after epoch {e}")?;
         }
@@ -71,9 +82,15 @@ impl std::fmt::Display for FitSummary {
                 pc.precision, pc.recall, pc.f1, pc.support
             )?;
         }
-        write!(
-            f,
-            "files          run.json best.bpk history.csv history.json metrics.json curves.png confusion.png predictions.png"
-        )
+        let mut files = "run.json best.bpk history.csv history.json metrics.json".to_string();
+        if let Some(t) = &self.test_metrics {
+            writeln!(
+                f,
+                "test           accuracy {:.4} on {} images (best-by-val model, scored once)",
+                t.accuracy, self.test_images
+            )?;
+            files.push_str(" test_metrics.json");
+        }
+        write!(f, "files          {files} curves.png confusion.png predictions.png")
     }
 }
