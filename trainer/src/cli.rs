@@ -160,8 +160,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
     /// A set of defaults: linear (new head on frozen features: the defaults shown here) or
-    /// finetune (adds --augment flip,rotate,crop with 5 views, --fine-tune-layers 2 and
-    /// --fine-tune-epochs 5). Flags given explicitly win.
+    /// finetune (--epochs 30 --augment flip,rotate,crop --augment-views 5 --fine-tune-layers 4
+    /// --fine-tune-epochs 10 --fine-tune-lr-factor 0.3). Flags given explicitly win.
     #[arg(long, value_enum, default_value_t = RecipeArg::Linear)]
     pub recipe: RecipeArg,
     /// Loss weights per class: none, or auto (1/class size, so rare classes count as much as
@@ -466,7 +466,11 @@ mod tests {
             (ft.augment.as_str(), ft.augment_views),
             (trainer::fit::FINETUNE_AUGMENT, trainer::fit::FINETUNE_VIEWS)
         );
-        assert_eq!(ft.epochs, linear.epochs);
+        assert_eq!(
+            (ft.epochs, ft.fine_tune_lr_factor),
+            (trainer::fit::FINETUNE_HEAD_EPOCHS, trainer::fit::FINETUNE_LR_FACTOR)
+        );
+        assert_eq!(fit_options(&["--recipe", "finetune", "--epochs", "7"]).epochs, 7);
         let own = fit_options(&["--recipe", "finetune", "--fine-tune-layers", "3", "--augment", "flip"]);
         assert_eq!((own.fine_tune_layers, own.augment.as_str()), (3, "flip"));
         assert_eq!(own.fine_tune_epochs, trainer::fit::FINETUNE_EPOCHS);

@@ -113,6 +113,9 @@ impl Recipe {
         if self != Recipe::Finetune {
             return;
         }
+        if !given("epochs") {
+            opts.epochs = FINETUNE_HEAD_EPOCHS;
+        }
         if !given("augment") {
             opts.augment = FINETUNE_AUGMENT.into();
         }
@@ -125,18 +128,26 @@ impl Recipe {
         if !given("fine_tune_epochs") {
             opts.fine_tune_epochs = FINETUNE_EPOCHS;
         }
+        if !given("fine_tune_lr_factor") {
+            opts.fine_tune_lr_factor = FINETUNE_LR_FACTOR;
+        }
     }
 }
 
-/// `--recipe finetune`: augmentations cached per training image...
+/// `--recipe finetune`: head epochs (each draws a fresh cached view of every image, so more
+/// epochs than without augmentation) ...
+pub const FINETUNE_HEAD_EPOCHS: usize = 30;
+/// ... on augmentations cached per training image ...
 pub const FINETUNE_AUGMENT: &str = "flip,rotate,crop";
 /// ... in this many views (view 0 is the plain image) ...
 pub const FINETUNE_VIEWS: usize = 5;
-/// ... then the top stages fine-tuned (MobileNetV2: the last inverted-residual block and
-/// the 1x1 head conv; EfficientNets: the last MBConv block and the head conv) ...
-pub const FINETUNE_LAYERS: usize = 2;
-/// ... for this many epochs, at `--lr` x `--fine-tune-lr-factor` (0.1).
-pub const FINETUNE_EPOCHS: usize = 5;
+/// ... then the top 4 stages fine-tuned (the last three inverted-residual / MBConv blocks and
+/// the 1x1 head conv, all at 7x7, so the cached boundary activations stay small) ...
+pub const FINETUNE_LAYERS: usize = 4;
+/// ... for this many epochs ...
+pub const FINETUNE_EPOCHS: usize = 10;
+/// ... at `--lr` x this.
+pub const FINETUNE_LR_FACTOR: f64 = 0.3;
 
 impl FitOptions {
     /// The validated hyper-parameters stored in run.json.
