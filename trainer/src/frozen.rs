@@ -22,7 +22,8 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 use crate::backbone::BackboneNet;
 use crate::error::TrainerError;
 use crate::export::calibrate::TensorProbe;
-use crate::export::graph::{Graph, Op};
+use crate::export::command::{FEATURES_TENSOR, features_ops};
+use crate::export::graph::Graph;
 use crate::export::onnx::{WriteOptions, to_model_proto};
 use crate::head::tensor_values;
 use crate::run::DeviceKind;
@@ -181,21 +182,12 @@ fn burn_forward(
 pub fn frozen_onnx(backbone: &BackboneNet, boundary: Option<usize>) -> Result<(Vec<u8>, Vec<String>), TrainerError> {
     let spec = backbone.kind().preprocessing();
     let hw = [spec.height as usize, spec.width as usize];
-    let (mut ops, last) = backbone.export_ops(0..backbone.num_stages(), "input", hw);
-    ops.push(Op::GlobalAveragePool { input: last, output: "pooled".into() });
-    ops.push(Op::Flatten { input: "pooled".into(), output: "features".into() });
-    let graph = Graph { input: "input".into(), input_chw: [3, hw[0], hw[1]], output: "features".into(), ops };
+    let ops = features_ops(backbone, hw);
+    let graph = Graph { input: "input".into(), input_chw: [3, hw[0], hw[1]], output: FEATURES_TENSOR.into(), ops };
     let graph = crate::export::fold::fold_batchnorms(&graph);
-    let opts = WriteOptions {
-        opset: 13,
-        quant: None,
-        weight_bits: 8,
-        dynamic_batch: false,
-        manifest_json: None,
-        features: None,
-    };
+    let opts = WriteOptions::fp32();
     let (mut model, _) = to_model_proto(&graph, &opts)?;
-    let mut outputs = vec!["features".to_string()];
+    let mut outputs = vec![FEATURES_TENSOR.to_string()];
     if let Some(b) = boundary {
         let name = backbone.stage_name(b - 1);
         let dims = vec![

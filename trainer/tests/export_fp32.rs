@@ -53,15 +53,7 @@ fn burn_and_tract(
         !graph.ops.iter().any(|op| matches!(op, trainer::export::graph::Op::BatchNorm { .. })),
         "every BatchNorm is folded into its conv"
     );
-    let opts = WriteOptions {
-        opset: 13,
-        quant: None,
-        weight_bits: 8,
-        dynamic_batch: false,
-        manifest_json: None,
-        features: None,
-    };
-    let (bytes, _) = to_onnx_bytes(&graph, &opts).unwrap();
+    let (bytes, _) = to_onnx_bytes(&graph, &WriteOptions::fp32()).unwrap();
     let probe = TensorProbe::new(&bytes, graph.input_chw, &["logits".to_string()]).unwrap();
     let mut pre = Preprocessor::new(p);
     photos

@@ -20,6 +20,7 @@ use super::calibrate::calibrate;
 use super::graph::{Graph, Op};
 use super::onnx::{WriteOptions, to_onnx_bytes};
 use super::quantize::quantized_tensors;
+use crate::backbone::BackboneNet;
 use crate::checkpoint::{TrainedModel, load_best};
 use crate::data::{Sample, splits_for_run};
 use crate::error::TrainerError;
@@ -73,14 +74,20 @@ pub const FEATURES_TENSOR: &str = models::enrolment::FEATURES_OUTPUT;
 /// The whole classifier as one graph: backbone stages, global average pool, flatten, head;
 /// BatchNorm folded. Input "input" `[1, 3, H, W]`, output "logits".
 pub fn build_graph(model: &TrainedModel, input_hw: [usize; 2]) -> Graph {
-    let stages = 0..model.backbone.num_stages();
-    let (mut ops, features) = model.backbone.export_ops(stages, "input", input_hw);
-    let (pooled, flat) = ("pooled".to_string(), FEATURES_TENSOR.to_string());
-    ops.push(Op::GlobalAveragePool { input: features, output: pooled.clone() });
-    ops.push(Op::Flatten { input: pooled, output: flat.clone() });
-    ops.extend(model.head.export_ops(&flat, "logits"));
+    let mut ops = features_ops(&model.backbone, input_hw);
+    ops.extend(model.head.export_ops(FEATURES_TENSOR, "logits"));
     let graph = Graph { input: "input".into(), input_chw: [3, input_hw[0], input_hw[1]], output: "logits".into(), ops };
     super::fold::fold_batchnorms(&graph)
+}
+
+/// The backbone from "input" to the pooled embedding [`FEATURES_TENSOR`] `[N, D]`: every stage,
+/// global average pool, flatten (BatchNorm not folded yet). The classifier and the trainer's
+/// frozen pass (`crate::frozen`) both start with it.
+pub fn features_ops(backbone: &BackboneNet, input_hw: [usize; 2]) -> Vec<Op> {
+    let (mut ops, last) = backbone.export_ops(0..backbone.num_stages(), "input", input_hw);
+    ops.push(Op::GlobalAveragePool { input: last, output: "pooled".into() });
+    ops.push(Op::Flatten { input: "pooled".into(), output: FEATURES_TENSOR.into() });
+    ops
 }
 
 /// `trainer export`.

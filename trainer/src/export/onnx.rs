@@ -41,6 +41,20 @@ pub struct WriteOptions<'a> {
     pub features: Option<String>,
 }
 
+impl WriteOptions<'_> {
+    /// Plain fp32 at opset 13, batch 1, no manifest, one output.
+    pub fn fp32() -> Self {
+        WriteOptions {
+            opset: 13,
+            quant: None,
+            weight_bits: 8,
+            dynamic_batch: false,
+            manifest_json: None,
+            features: None,
+        }
+    }
+}
+
 /// The IR version that goes with an opset (onnx/docs/Versioning.md).
 fn ir_version(opset: i64) -> i64 {
     match opset {
