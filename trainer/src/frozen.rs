@@ -230,7 +230,8 @@ pub fn select<'a>(
             return Ok((burn(), format!("frozen pass: burn on {} (the training device)", req.device.name())));
         }
         FrozenEngine::Tract | FrozenEngine::Ort => {
-            let runner = onnx_runner(req.engine, backbone, device, boundary, workers, req.ort_lib)?;
+            let graph = FrozenGraph::new(backbone, device, boundary)?;
+            let runner = onnx_runner(req.engine, &graph, workers, req.ort_lib)?;
             return Ok((
                 runner,
                 format!("frozen pass: {} (--frozen-engine {}), {workers} workers", req.engine, req.engine),
@@ -244,16 +245,22 @@ pub fn select<'a>(
     let batch: Vec<f32> = image.iter().copied().cycle().take(image.len() * workers).collect();
     let mut timed: Vec<(FrozenRunner<'a>, f64)> = Vec::new();
     let mut notes = Vec::new();
+    // Written once for tract and ort alike.
+    let graph = FrozenGraph::new(backbone, device, boundary);
     for engine in [FrozenEngine::Burn, FrozenEngine::Tract, FrozenEngine::Ort] {
-        let runner = match engine {
-            FrozenEngine::Burn => burn(),
-            _ => match onnx_runner(engine, backbone, device, boundary, workers, req.ort_lib) {
+        let runner = match (engine, &graph) {
+            (FrozenEngine::Burn, _) => burn(),
+            (_, Ok(graph)) => match onnx_runner(engine, graph, workers, req.ort_lib) {
                 Ok(r) => r,
                 Err(e) => {
                     notes.push(format!("{engine} not used: {e}"));
                     continue;
                 }
             },
+            (_, Err(e)) => {
+                notes.push(format!("{engine} not used: {e}"));
+                continue;
+            }
         };
         runner.run(&batch, workers, boundary)?;
         let t = Instant::now();
@@ -275,28 +282,42 @@ pub fn select<'a>(
     Ok((best, line))
 }
 
+/// The frozen graph once, for every ONNX engine that is tried: its bytes, output names, input
+/// shape, feature width and boundary activation shape.
+struct FrozenGraph {
+    bytes: Vec<u8>,
+    outputs: Vec<String>,
+    shape: [usize; 4],
+    feat_dim: usize,
+    act_shape: Vec<usize>,
+}
+
+impl FrozenGraph {
+    fn new(backbone: &BackboneNet, device: &Device, boundary: Option<usize>) -> Result<Self, TrainerError> {
+        let spec = backbone.kind().preprocessing();
+        let shape = [1, 3, spec.height as usize, spec.width as usize];
+        let act_shape = match boundary {
+            Some(b) => {
+                let [_, c, h, w] = backbone.forward_stages(Tensor::<4>::zeros(shape, device), 0..b).dims();
+                vec![c, h, w]
+            }
+            None => Vec::new(),
+        };
+        let (bytes, outputs) = frozen_onnx(backbone, boundary)?;
+        Ok(FrozenGraph { bytes, outputs, shape, feat_dim: backbone.feature_dim(), act_shape })
+    }
+}
+
 fn onnx_runner<'a>(
     engine: FrozenEngine,
-    backbone: &BackboneNet,
-    device: &Device,
-    boundary: Option<usize>,
+    graph: &FrozenGraph,
     workers: usize,
     ort_lib: Option<&Path>,
 ) -> Result<FrozenRunner<'a>, TrainerError> {
-    let spec = backbone.kind().preprocessing();
-    let shape = [1, 3, spec.height as usize, spec.width as usize];
-    let feat_dim = backbone.feature_dim();
-    let act_shape = match boundary {
-        Some(b) => {
-            let [_, c, h, w] = backbone.forward_stages(Tensor::<4>::zeros(shape, device), 0..b).dims();
-            vec![c, h, w]
-        }
-        None => Vec::new(),
-    };
-    let (bytes, outputs) = frozen_onnx(backbone, boundary)?;
+    let FrozenGraph { bytes, outputs, shape, .. } = graph;
     let workers = match engine {
         FrozenEngine::Tract => {
-            let probe = Arc::new(TensorProbe::new(&bytes, [3, shape[2], shape[3]], &outputs)?);
+            let probe = Arc::new(TensorProbe::new(bytes, [3, shape[2], shape[3]], outputs)?);
             (0..workers).map(|_| Worker::Tract(probe.clone())).collect()
         }
         FrozenEngine::Ort => {
@@ -309,7 +330,7 @@ fn onnx_runner<'a>(
             let path = Path::new("frozen-backbone.onnx");
             (0..workers)
                 .map(|_| {
-                    edge_runtime::engine::OrtRunner::new(path, &bytes, 1, Some(&found)).map(Worker::Ort).map_err(fail)
+                    edge_runtime::engine::OrtRunner::new(path, bytes, 1, Some(&found)).map(Worker::Ort).map_err(fail)
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
@@ -320,7 +341,13 @@ fn onnx_runner<'a>(
             });
         }
     };
-    Ok(FrozenRunner::Onnx { engine, workers, shape, feat_dim, act_shape })
+    Ok(FrozenRunner::Onnx {
+        engine,
+        workers,
+        shape: *shape,
+        feat_dim: graph.feat_dim,
+        act_shape: graph.act_shape.clone(),
+    })
 }
 
 /// The frozen pass's engine, chosen when the first image needs it: a run whose features are
