@@ -57,9 +57,12 @@ fi
 "#,
         d = dir.display()
     );
-    std::fs::write(&script, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written here, made executable by `install` in another process: a write descriptor of this
+    // one, inherited by a child another test thread forks, would make exec fail with ETXTBSY.
+    let source = script.with_extension("txt");
+    std::fs::write(&source, text).unwrap();
+    let ok = std::process::Command::new("install").args(["-m", "755"]).arg(&source).arg(&script).status().unwrap();
+    assert!(ok.success());
     script
 }
 
@@ -98,7 +101,6 @@ if [ "$n" -ge 2 ]; then echo "ERROR: *** no cameras available ***" >&2; exit 255
 for i in 1 2 3; do cat "$D/chelsea.jpg"; sleep 0.1; done
 echo "camera disconnected" >&2; exit 1"#,
     );
-    let t = Instant::now();
     let out = edge_runtime_with_path(&run_args("libcamera:0", &["--emit", "jsonl"]), dir.path());
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
@@ -108,8 +110,8 @@ echo "camera disconnected" >&2; exit 1"#,
     assert!(c.classified >= 2, "frames of both runs are classified: {err}");
     assert!(records(&out).iter().all(top1_is_cat));
     let runs: u32 = std::fs::read_to_string(dir.path().join("runs")).unwrap().trim().parse().unwrap();
+    // A bounded number of attempts (not a time limit: speed lives in benchmarks).
     assert_eq!(runs, 2 + 5, "one start, one successful restart, five failed ones");
-    assert!(t.elapsed() < Duration::from_secs(60));
 }
 
 #[test]
@@ -241,12 +243,10 @@ fn a_file_that_is_not_a_video_and_an_unreachable_url_are_clear_errors() {
     // Nothing listens on this port (127.0.0.1 only): probed, then with the size given.
     let url = format!("http://127.0.0.1:{}/feed.mjpg", free_port());
     for extra in [&[][..], &["--width", "320", "--height", "240"][..]] {
-        let t = Instant::now();
         let out = edge_runtime(&run_args(&url, extra));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(&url) && err.contains("Connection refused"), "{err}");
-        assert!(t.elapsed() < Duration::from_secs(60));
     }
 }
 

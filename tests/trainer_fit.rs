@@ -398,7 +398,34 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
     let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(eval["accuracy"], test["accuracy"]);
     assert_eq!(eval["confusion"], test["confusion"]);
-    fails_with(&["eval", "--run", run.to_str().unwrap(), "--split", "val"], &["has no val/ folder"]);
+    // --split val without --data: the 3 images the run held out of train/ (metrics.json's).
+    let eval_json = |name: &str| -> serde_json::Value {
+        let json = tmp.path().join(name);
+        run_ok(trainer().args([
+            "eval",
+            "--run",
+            run.to_str().unwrap(),
+            "--split",
+            "val",
+            "--json",
+            json.to_str().unwrap(),
+        ]));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let eval = eval_json("eval-val.json");
+    assert_eq!((eval["images"].as_u64(), &eval["confusion"]), (Some(3), &val["confusion"]), "{eval}");
+    fails_with(
+        &["eval", "--run", run.to_str().unwrap(), "--data", data.to_str().unwrap(), "--split", "val"],
+        &["has no val/ folder"],
+    );
+    // A run.json from before held-out validation (no split_version) validated on test/ and
+    // trained on all of train/: its val split is test/ again (the export gate uses it too).
+    let mut old = info.clone();
+    old.as_object_mut().unwrap().remove("split_version");
+    std::fs::write(run.join("run.json"), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    let eval = eval_json("eval-legacy.json");
+    assert_eq!((eval["images"].as_u64(), &eval["confusion"]), (Some(12), &test["confusion"]), "{eval}");
+    assert_eq!(info["split_version"].as_u64(), Some(1), "{info}");
 
     // --class-weights auto: no warning, the weights balance 10 ants against 2 bees; every
     // feature is in the cache now, so no engine runs.
@@ -410,6 +437,51 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
     assert_eq!(info["config"]["class_weights"], "auto");
     assert!(info["frozen_engine"].is_null(), "{info}");
     assert!(stdout.contains("0 computed, 27 from cache"), "{stdout}");
+
+    // --refit: val picks the epoch, then epochs 1..=best run again on train + val (val with
+    // its augmented views too); best.bpk is that model, selected.bpk val's choice, and test/
+    // is scored on best.bpk.
+    let (stdout, _, info) = fit("refit", &["--refit", "--augment", "flip", "--augment-views", "2"]);
+    let best = info["best_epoch"].as_u64().unwrap();
+    assert_eq!(info["refit_epochs"].as_u64(), Some(best), "{info}");
+    // Epoch 1's images/s counts backbone passes: 2 views of the 12 train and 3 val images, 12 test.
+    let first = &history(&tmp.path().join("refit"))[0];
+    assert_eq!((field(first, "images_per_s") * field(first, "seconds")).round(), 42.0, "{first}");
+    assert_eq!(info["config"]["refit"], true);
+    assert!(stdout.contains(&format!("refit          epochs 1-{best} again on 12 train + 3 val")), "{stdout}");
+    let run = tmp.path().join("refit");
+    let refit_info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("refit/run.json")).unwrap()).unwrap();
+    assert_eq!(refit_info["train_images"].as_u64(), Some(15), "{refit_info}");
+    assert_eq!(history(&run.join("refit")).len() as u64, best);
+    let (selected, refit) =
+        (std::fs::read(run.join("selected.bpk")).unwrap(), std::fs::read(run.join("best.bpk")).unwrap());
+    assert_ne!(selected, refit, "best.bpk is the refit model");
+    assert_eq!(refit, std::fs::read(run.join("refit/best.bpk")).unwrap());
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("test_metrics.json")).unwrap()).unwrap();
+    let json = tmp.path().join("eval-refit.json");
+    run_ok(trainer().args([
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "test",
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(eval["confusion"], test["confusion"]);
+    // run.json's val accuracy is metrics.json's: the selected model's, scored before the refit.
+    let val: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(info["val_accuracy"], val["accuracy"]);
+    // --resume on the finished run redoes nothing: val is scored on selected.bpk again, the
+    // refit resumes at its last epoch, best.bpk and the scores stay.
+    let (_, _, again) = fit("refit", &["--refit", "--augment", "flip", "--augment-views", "2", "--resume"]);
+    assert_eq!((&again["val_accuracy"], &again["test_accuracy"]), (&info["val_accuracy"], &info["test_accuracy"]));
+    assert_eq!(std::fs::read(run.join("best.bpk")).unwrap(), refit);
+    assert_eq!(std::fs::read(run.join("selected.bpk")).unwrap(), selected);
 
     // GPU devices this binary was not built with: a clear error before any work.
     for device in ["cuda", "wgpu"] {

@@ -168,6 +168,11 @@ pub struct FitArgs {
     /// common ones; fit warns when the largest class has 3x the images of the smallest).
     #[arg(long, value_enum, default_value_t = ClassWeightsArg::None)]
     pub class_weights: ClassWeightsArg,
+    /// After val has chosen the best epoch, train that schedule again from scratch on train +
+    /// val: best.bpk (what eval, predict and export use) is that model, the one val chose is
+    /// kept as selected.bpk, and test/ is scored on best.bpk. `--refit false` turns it off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub refit: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -247,6 +252,7 @@ impl FitArgs {
                 ClassWeightsArg::None => ClassWeights::None,
                 ClassWeightsArg::Auto => ClassWeights::Auto,
             },
+            refit: self.refit,
         }
     }
 }
@@ -280,7 +286,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Which sub-folder of --data to score: val or test (the best epoch was chosen on val, so
-    /// test is the unbiased figure).
+    /// test is the unbiased figure). `val` on the run's own data without a val/ folder scores
+    /// the images the run held out of train/ for validation.
     #[arg(long, value_enum)]
     pub split: Option<SplitArg>,
     /// Also write the metrics as JSON to this file.

@@ -238,9 +238,19 @@ impl Splits {
     }
 }
 
-/// The same split (and subset) the run used.
+/// The same split (and subset) the run used. A run from before held-out validation
+/// (`split_version` 0) on `train/` + `test/` without `val/` validated on all of `test/` and
+/// trained on all of `train/`: it gets that split back, so its export gate measures what its
+/// val accuracy measured.
 pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
-    Ok(open_image_folder(&info.data_dir, info.val_split, info.seed)?.limited(info.limit_per_class))
+    let mut s = open_image_folder(&info.data_dir, info.val_split, info.seed)?;
+    let legacy = info.split_version == 0 && !s.test.is_empty() && !info.data_dir.join("val").is_dir();
+    if legacy {
+        s.train.append(&mut s.val);
+        s.train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+        s.val = std::mem::take(&mut s.test);
+    }
+    Ok(s.limited(info.limit_per_class))
 }
 
 /// A labelled folder for evaluation: `DIR/<split>/` when `split` is given, else `DIR/val/` or

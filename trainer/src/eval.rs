@@ -19,7 +19,8 @@ pub struct EvalOptions {
     /// DIR/<split>/<class>/, or DIR/val/ or DIR/test/, else DIR/<class>/ (None: the run's
     /// data folder).
     pub data: Option<PathBuf>,
-    /// `val` or `test`: that sub-folder of `data`.
+    /// `val` or `test`: that sub-folder of `data`. `val` without `data`, when the run's data has
+    /// no val/ folder: the validation images the run held out of train/.
     pub split: Option<String>,
     /// Also write the metrics as JSON to this file.
     pub json: Option<PathBuf>,
@@ -36,7 +37,14 @@ pub fn run(args: &EvalOptions) -> Result<EvalReport, TrainerError> {
     let device = args.device.device()?;
     let (model, info) = load_best(&args.run, &device)?;
     let data = args.data.clone().unwrap_or_else(|| info.data_dir.clone());
-    let (samples, mut skipped) = crate::data::open_labelled_folder(&data, args.split.as_deref(), &info.labels)?;
+    // `--split val` on the run's own data without a val/ folder: the validation images the run
+    // held out of train/ (the split metrics.json was computed on).
+    let held_out = args.data.is_none() && args.split.as_deref() == Some("val") && !data.join("val").is_dir();
+    let (samples, mut skipped) = if held_out {
+        (crate::data::splits_for_run(&info)?.val, Vec::new())
+    } else {
+        crate::data::open_labelled_folder(&data, args.split.as_deref(), &info.labels)?
+    };
     let samples = match args.limit_per_class {
         Some(n) => crate::data::limit_per_class(samples, n),
         None => samples,

@@ -22,6 +22,9 @@ pub struct EpochRow {
     pub val_acc: f64,
     pub lr: f64,
     pub seconds: f64,
+    /// Images through the network per second. Epoch 1 includes the frozen backbone pass over
+    /// every split, where each cached augmented view of a training image counts as one image
+    /// (it is decoded, augmented and run through the backbone like one).
     pub images_per_s: f64,
 }
 

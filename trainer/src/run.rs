@@ -33,6 +33,9 @@ pub struct FitConfig {
     /// Loss weights per class (run.json files from before the flag read as `none`).
     #[serde(default)]
     pub class_weights: ClassWeights,
+    /// `--refit`: after val has chosen the epoch, train that schedule again on train + val.
+    #[serde(default)]
+    pub refit: bool,
 }
 
 /// `--class-weights`: `none`, or `auto` = total / (classes x class size) per class (rare
@@ -110,7 +113,20 @@ pub struct RunInfo {
     /// What ran the frozen backbone pass this time (None: every feature came from the cache).
     #[serde(default)]
     pub frozen_engine: Option<crate::frozen::FrozenEngine>,
+    /// How the splits were formed: 0 (a run.json without the field, written before held-out
+    /// validation) took `DIR/test/` as the validation split when `DIR/val/` was missing; 1
+    /// ([`SPLIT_VERSION`]) holds validation out of `train/` and scores `test/` once.
+    #[serde(default)]
+    pub split_version: u32,
+    /// `--refit`: `best.bpk` was trained again from scratch on train + val for this many epochs
+    /// (the best epoch val chose); the model val chose is `selected.bpk`, and `val_accuracy` is
+    /// its score. None: no refit (yet).
+    #[serde(default)]
+    pub refit_epochs: Option<usize>,
 }
+
+/// See [`RunInfo::split_version`].
+pub const SPLIT_VERSION: u32 = 1;
 
 pub const RUN_JSON: &str = "run.json";
 pub const BEST_MODEL: &str = "best.bpk";
@@ -260,6 +276,7 @@ mod tests {
             fine_tune_epochs: 0,
             fine_tune_lr_factor: 0.1,
             class_weights: ClassWeights::None,
+            refit: false,
         };
         let json = serde_json::to_string(&config).unwrap();
         assert!(json.contains("\"optimizer\":\"sgd\""), "{json}");

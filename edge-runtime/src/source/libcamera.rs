@@ -184,17 +184,16 @@ mod tests {
     fn stand_in(dir: &Path, frames: u32) -> PathBuf {
         std::fs::write(dir.join("frame.jpg"), jpeg()).unwrap();
         let d = dir.display();
-        let script = dir.join("fake-vid");
+        let (text, script) = (dir.join("fake-vid.txt"), dir.join("fake-vid"));
         std::fs::write(
-            &script,
+            &text,
             format!("#!/bin/sh\necho $$ > '{d}/pid'\ni=0\nwhile [ $i -lt {frames} ]; do cat '{d}/frame.jpg'; sleep 0.02; i=$((i+1)); done\n"),
         )
         .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        // Installed by another process: a write descriptor of this one, inherited by a child
+        // that another test thread forks, would make exec fail with ETXTBSY ("Text file busy").
+        let ok = std::process::Command::new("install").args(["-m", "755"]).arg(&text).arg(&script).status().unwrap();
+        assert!(ok.success());
         script
     }
 

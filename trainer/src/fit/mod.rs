@@ -15,6 +15,7 @@
 
 mod epoch;
 mod phase;
+mod refit;
 mod setup;
 mod summary;
 
@@ -36,6 +37,7 @@ use phase::{Phase, Session};
 use setup::Prepared;
 
 pub use crate::run::OptimizerKind;
+pub use refit::{REFIT_DIR, SELECTED_MODEL};
 pub use summary::FitSummary;
 
 /// What `trainer fit` trains (the flags of `trainer fit --help`, defaults filled in).
@@ -86,6 +88,9 @@ pub struct FitOptions {
     pub ort_lib: Option<PathBuf>,
     /// Loss weights per class (`auto`: by 1/class size).
     pub class_weights: ClassWeights,
+    /// After val has chosen the best epoch, train the same schedule again from scratch on
+    /// train + val; that model is the run's `best.bpk` (see `refit`).
+    pub refit: bool,
 }
 
 /// `--recipe`: a documented set of defaults. `linear` trains the new head on frozen features
@@ -188,6 +193,7 @@ impl FitOptions {
             fine_tune_epochs: if self.fine_tune_layers > 0 { self.fine_tune_epochs } else { 0 },
             fine_tune_lr_factor: self.fine_tune_lr_factor,
             class_weights: self.class_weights,
+            refit: self.refit,
         })
     }
 }
@@ -216,17 +222,20 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
         phase::fine_tune(&mut session, &cfg, &fine, boundary, head, &data, resume.as_ref())?;
     }
 
-    // The best model on the validation set.
-    let preds = best_predictions(&run_dir, &data, &data.val, &session)?;
+    // The best model on the validation set (the one val chose: before a refit replaces it).
+    let preds = best_predictions(&refit::selected_model(&run_dir), &data, &data.val, &session)?;
     let truth: Vec<usize> = data.val.samples.iter().map(|s| s.label).collect();
     let metrics = Metrics::compute(&data.labels, &truth, &preds);
     metrics.write(&run_dir.join("metrics.json"))?;
     crate::plots::write_all(&run_dir, &session.state.history, &metrics, &data.val.samples, &preds, &data.labels)?;
-    // test/ is scored once, on the model val chose.
+    if cfg.refit {
+        session.info.refit_epochs = Some(refit::run(opts, &cfg, &data, session.state.best_epoch, opts.seed)?);
+    }
+    // test/ is scored once, on the run's model (the one val chose, or its refit).
     let test_metrics = if data.test.samples.is_empty() {
         None
     } else {
-        let preds = best_predictions(&run_dir, &data, &data.test, &session)?;
+        let preds = best_predictions(&run_dir.join(crate::run::BEST_MODEL), &data, &data.test, &session)?;
         let truth: Vec<usize> = data.test.samples.iter().map(|s| s.label).collect();
         let m = Metrics::compute(&data.labels, &truth, &preds);
         m.write(&run_dir.join(TEST_METRICS))?;
@@ -257,6 +266,7 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
         test_metrics,
         test_images: data.test.samples.len(),
         frozen_engine: session.info.frozen_engine,
+        refit_epochs: session.info.refit_epochs,
         history: session.state.history,
     })
 }
@@ -264,15 +274,15 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
 /// The best model's scores on the test split.
 pub const TEST_METRICS: &str = "test_metrics.json";
 
-/// Predicted class of every image of `set` (val or test) by the run's best model (`best.bpk`).
+/// Predicted class of every image of `set` (val or test) by the model saved at `model`.
 fn best_predictions(
-    run_dir: &Path,
+    model: &Path,
     data: &Prepared,
     set: &crate::cache::Extracted,
     session: &Session,
 ) -> Result<Vec<usize>, TrainerError> {
     let device = &session.device;
-    let (best, _) = checkpoint::load_best(run_dir, device)?;
+    let best = checkpoint::TrainedModel::load(&session.info, model, device)?;
     let logits = match data.boundary {
         Some(b) => {
             let shape = set.act_shape.clone();

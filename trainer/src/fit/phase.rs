@@ -108,8 +108,11 @@ pub(super) struct Session<'a> {
     pub state: CheckpointState,
     pub info: RunInfo,
     pub timing: Timing,
-    /// Train + val + test images (images/s of the first epoch, which extracted their features).
+    /// Backbone passes of the first epoch (its images/s): every cached view of the train images, val and test.
     all_images: usize,
+    /// Val chooses the best epoch (false for `--refit`, which trains on val: its last epoch is
+    /// the model).
+    pub select_best: bool,
 }
 
 impl<'a> Session<'a> {
@@ -160,7 +163,10 @@ impl<'a> Session<'a> {
             state,
             info,
             timing: Timing { started, first_epoch_seconds: None, later_head: Vec::new(), epochs_run: 0 },
-            all_images: data.train.samples.len() + data.val.samples.len() + data.test.samples.len(),
+            // Epoch 1 runs the backbone once per cached view: `augment_views` of each training
+            // image (and of each val image with --refit), one of each test image.
+            all_images: [&data.train, &data.val, &data.test].iter().map(|e| e.samples.len() * e.views.max(1)).sum(),
+            select_best: true,
         })
     }
 
@@ -229,7 +235,7 @@ impl<'a> Session<'a> {
             row.seconds
         );
         let state = &mut self.state;
-        if is_better(&row, state) {
+        if !self.select_best || is_better(&row, state) {
             state.best_val_acc = row.val_acc;
             state.best_epoch = row.epoch;
             save_module(best(model), &self.run_dir.join(BEST_MODEL))?;
@@ -336,6 +342,7 @@ mod tests {
             fine_tune_epochs,
             fine_tune_lr_factor: 0.1,
             class_weights: crate::run::ClassWeights::None,
+            refit: false,
         }
     }
 

@@ -162,7 +162,10 @@ fn extract_features(
     let pb = bar(splits.train.len() + splits.val.len() + splits.test.len(), "features");
     let batch = cfg.batch_size.min(32);
     let train = extract(&lazy, &splits.train, cfg.augment_views, &key_base, &cache, batch, &pb)?;
-    let val = extract(&lazy, &splits.val, 1, &key_base, &cache, batch, &pb)?;
+    // --refit trains on val too, so its images get the augmented views as well (view 0, the
+    // plain image, is what validation looks at).
+    let val_views = if cfg.refit { cfg.augment_views } else { 1 };
+    let val = extract(&lazy, &splits.val, val_views, &key_base, &cache, batch, &pb)?;
     let test = extract(&lazy, &splits.test, 1, &key_base, &cache, batch, &pb)?;
     pb.finish_and_clear();
     tracing::info!(
@@ -216,6 +219,8 @@ impl Prepared {
             test_accuracy: None,
             class_weights: Vec::new(),
             frozen_engine: self.frozen_engine,
+            split_version: crate::run::SPLIT_VERSION,
+            refit_epochs: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct FitSummary {
     /// What ran the frozen backbone pass (None: all cached).
     pub frozen_engine: Option<crate::frozen::FrozenEngine>,
     pub history: Vec<EpochRow>,
+    /// `--refit`: epochs the model in best.bpk was trained on train + val.
+    pub refit_epochs: Option<usize>,
 }
 
 /// The one-screen summary.
@@ -83,10 +85,19 @@ impl std::fmt::Display for FitSummary {
             )?;
         }
         let mut files = "run.json best.bpk history.csv history.json metrics.json".to_string();
-        if let Some(t) = &self.test_metrics {
+        if let Some(e) = self.refit_epochs {
             writeln!(
                 f,
-                "test           accuracy {:.4} on {} images (best-by-val model, scored once)",
+                "refit          epochs 1-{e} again on {} train + {} val images: best.bpk (val's choice: selected.bpk)",
+                self.train_images, self.val_images
+            )?;
+            files.push_str(" selected.bpk refit/");
+        }
+        if let Some(t) = &self.test_metrics {
+            let model = if self.refit_epochs.is_some() { "refit model" } else { "best-by-val model" };
+            writeln!(
+                f,
+                "test           accuracy {:.4} on {} images ({model}, scored once)",
                 t.accuracy, self.test_images
             )?;
             files.push_str(" test_metrics.json");
