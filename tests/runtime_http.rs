@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use runtime_support::*;
@@ -297,34 +296,6 @@ fn chromium(args: &[&str]) -> String {
         .expect("run chromium");
     assert!(out.status.success(), "chromium {args:?}: {}", stderr(&out));
     stdout(&out)
-}
-
-/// Two different enrolled models on the MobileNetV2 reference (manifest inside, same input):
-/// hymenoptera ants/bees and flowers12, few shots each; made once per test binary.
-fn enrolled_models() -> &'static (PathBuf, PathBuf) {
-    static MODELS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    MODELS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let mk = |name: &str, folder: PathBuf, shots: &str| {
-            let out = dir.join(name);
-            let mut args = vec!["enrol".to_string()];
-            args.extend(["--model".into(), s(&MOBILENET.path()), "--preset".into(), MOBILENET.preset.into()]);
-            args.extend([
-                "--out".into(),
-                s(&out),
-                "--from-folder".into(),
-                s(&folder),
-                "--limit-per-class".into(),
-                shots.into(),
-            ]);
-            let o = edge_runtime(&args);
-            assert!(o.status.success(), "enrol: {}", stderr(&o));
-            out
-        };
-        let a = mk("bugs.onnx", hymenoptera("train"), "5");
-        let b = mk("flowers.onnx", perch::dataset_dir("flowers12").join("train"), "2");
-        (a, b)
-    })
 }
 
 /// Puts `bytes` at `path` the way `trainer export` does: a new file renamed over the old one.

@@ -514,3 +514,92 @@ fn mqtts_needs_the_broker_ca_and_works_with_it() {
     assert!(got.contains("/availability offline") && got.contains("/state {\"label\""), "{got}");
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_reloaded_model_renames_the_device_in_state_and_discovery() {
+    let (bugs, _) = enrolled_models();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A model with another name: flowers enrolled on the Lite0 reference.
+    let flowers = dir.path().join("flowers-lite0.onnx");
+    let folder = perch::dataset_dir("flowers12").join("train");
+    let o = edge_runtime(&[
+        "enrol",
+        "--model",
+        &s(&LITE0.path()),
+        "--preset",
+        LITE0.preset,
+        "--out",
+        &s(&flowers),
+        "--from-folder",
+        &s(&folder),
+        "--limit-per-class",
+        "2",
+    ]);
+    assert!(o.status.success(), "enrol: {}", stderr(&o));
+    let broker = Mosquitto::open(dir.path());
+    let sub = Subscriber::start(dir.path(), broker.port, &["perch/#", "homeassistant/#"]);
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(bugs, &model).unwrap();
+    let frames = cat_other_cat(dir.path());
+    let url = broker.url();
+    let args = [
+        "run",
+        "--source",
+        &format!("dir:{}", s(&frames)),
+        "--model",
+        &s(&model),
+        "--loop",
+        "--mqtt",
+        &url,
+        "--name",
+        "reload",
+        "--debounce",
+        "1",
+        "--heartbeat",
+        "0.5",
+        "--ha-discovery",
+    ];
+    let mut run = KillOnDrop(
+        Command::new(perch::bin("edge-runtime"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("run.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let config = "homeassistant/sensor/perch_reload/label/config";
+    let first = sub.wait_for(config, |_| true, Duration::from_secs(60)).json();
+    let old_name = first["device"]["model"].as_str().unwrap().to_string();
+    let state = sub.wait_for("perch/reload/state", |p| p.contains("\"label\""), Duration::from_secs(60)).json();
+    assert_eq!(state["model"], old_name.as_str());
+
+    // A different export renamed over the file: the state names the new model, and the
+    // discovery config is published again with it as the device's model.
+    let tmp = model.with_extension("onnx.part");
+    std::fs::copy(&flowers, &tmp).unwrap();
+    std::fs::rename(&tmp, &model).unwrap();
+    let renamed = |p: &str| serde_json::from_str::<Value>(p).is_ok_and(|v| v["device"]["model"] != old_name.as_str());
+    let config2 = sub.wait_for(config, renamed, Duration::from_secs(60)).json();
+    let new_name = config2["device"]["model"].as_str().unwrap().to_string();
+    let has_new = |p: &str| serde_json::from_str::<Value>(p).is_ok_and(|v| v["model"] == new_name.as_str());
+    sub.wait_for("perch/reload/state", has_new, Duration::from_secs(30));
+    assert_eq!(
+        (config2["device"]["name"].as_str(), config2["unique_id"].as_str()),
+        (Some("reload"), first["unique_id"].as_str())
+    );
+    // What Home Assistant sees when it starts now: the retained config names the new model.
+    let kept = retained(broker.port, &["homeassistant/#"]);
+    let kept = kept.iter().find(|l| l.topic == config).unwrap().json();
+    assert_eq!(kept["device"]["model"], new_name.as_str());
+
+    let pid = run.0.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = std::fs::read_to_string(dir.path().join("run.err")).unwrap();
+    assert!(err.contains("model reloaded (file replaced)"), "{err}");
+}

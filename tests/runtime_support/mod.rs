@@ -160,3 +160,31 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Two different enrolled models on the MobileNetV2 reference (manifest inside, same input):
+/// hymenoptera ants/bees and flowers12, few shots each; made once per test binary.
+pub fn enrolled_models() -> &'static (PathBuf, PathBuf) {
+    static MODELS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    MODELS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let mk = |name: &str, folder: PathBuf, shots: &str| {
+            let out = dir.join(name);
+            let mut args = vec!["enrol".to_string()];
+            args.extend(["--model".into(), s(&MOBILENET.path()), "--preset".into(), MOBILENET.preset.into()]);
+            args.extend([
+                "--out".into(),
+                s(&out),
+                "--from-folder".into(),
+                s(&folder),
+                "--limit-per-class".into(),
+                shots.into(),
+            ]);
+            let o = edge_runtime(&args);
+            assert!(o.status.success(), "enrol: {}", stderr(&o));
+            out
+        };
+        let a = mk("bugs.onnx", perch::dataset_dir("hymenoptera").join("train"), "5");
+        let b = mk("flowers.onnx", perch::dataset_dir("flowers12").join("train"), "2");
+        (a, b)
+    })
+}

@@ -232,6 +232,9 @@ pub struct MqttSink {
     stats: std::sync::Arc<std::sync::Mutex<BrokerStats>>,
     /// The run's model slot: a hot-reloaded model's name goes into the next state.
     model: Option<std::sync::Arc<crate::reload::ModelSlot>>,
+    /// `--ha-discovery`: the prefix, the device and the `--ha-binary` classes, published again
+    /// when a reloaded model changes the device's model name.
+    discovery: Option<(String, DeviceIdentity, Vec<String>)>,
 }
 
 /// Counters readable after the sink was handed to the pipeline.
@@ -258,18 +261,20 @@ impl MqttSink {
             connect_wait: Duration::from_secs(5),
         })?;
         broker.publish(Message::retained(topics.availability(), ONLINE));
-        if let Some(ha) = &opts.ha_discovery {
+        let discovery = opts.ha_discovery.as_ref().map(|ha| {
             let id = DeviceIdentity { name: opts.name.clone(), model: model.to_string() };
             for m in discovery_messages(ha, &topics, &id, &opts.ha_binary) {
                 broker.publish(m);
             }
-        }
+            (ha.clone(), id, opts.ha_binary.clone())
+        });
         Ok(MqttSink {
             broker: Some(broker),
             topics,
             tracker: StateTracker::new(opts.debounce, opts.heartbeat, model),
             stats: Default::default(),
             model: None,
+            discovery,
         })
     }
 
@@ -300,6 +305,14 @@ impl Sink for MqttSink {
             let current = slot.current();
             if current.sha256() == r.model_sha256 && current.manifest().name != self.tracker.model {
                 self.tracker.model = current.manifest().name.clone();
+                // Home Assistant shows the device's model from discovery: the retained configs
+                // are replaced (and are what a reconnect publishes again).
+                if let Some((ha, id, binary)) = &mut self.discovery {
+                    id.model = self.tracker.model.clone();
+                    for m in discovery_messages(ha, &self.topics, id, binary) {
+                        broker.publish(m);
+                    }
+                }
             }
         }
         for u in self.tracker.observe(r, Instant::now()) {
