@@ -59,6 +59,17 @@ fn history(run: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
 }
 
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `trainer eval --run RUN --split SPLIT --json OUT`: the metrics it wrote.
+fn eval_split(run: &Path, split: &str, out: &Path) -> serde_json::Value {
+    run_ok(trainer().args(["eval", "--run", run.to_str().unwrap(), "--split", split, "--json", out.to_str().unwrap()]));
+    read_json(out)
+}
+
 fn field(row: &serde_json::Value, name: &str) -> f64 {
     row[name].as_f64().unwrap_or_else(|| panic!("{name} in {row}"))
 }
@@ -78,8 +89,7 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
     for f in ["metrics.json", "curves.png", "confusion.png", "predictions.png", "best.bpk", "history.csv"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
+    let metrics = read_json(&a.join("metrics.json"));
     assert!(metrics["accuracy"].as_f64().unwrap() >= 0.75, "{metrics}");
     assert_eq!(metrics["confusion"].as_array().unwrap().len(), 2);
 
@@ -138,7 +148,7 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
         eval_json.to_str().unwrap(),
     ]));
     let text = String::from_utf8_lossy(&out.stdout);
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    let eval = read_json(&eval_json);
     assert_eq!(eval["accuracy"], metrics["accuracy"], "eval on the same val images: {text}");
     assert_eq!(eval["confusion"], metrics["confusion"], "eval on the same val images: {text}");
 
@@ -357,8 +367,7 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
         args.extend(["--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap(), "--epochs", "3"]);
         args.extend_from_slice(extra);
         let o = run_ok(trainer().args(&args).env("RUST_LOG", "info"));
-        let info: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        let info = read_json(&out.join("run.json"));
         (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), info)
     };
     let (stdout, stderr, info) = fit("plain", &["--frozen-engine", "tract"]);
@@ -374,45 +383,20 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
         stderr.lines().any(|l| l.contains("WARN") && l.contains("'ants' has 10") && l.contains("--class-weights auto")),
         "{stderr}"
     );
-    let test: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("plain/test_metrics.json")).unwrap()).unwrap();
+    let test = read_json(&tmp.path().join("plain/test_metrics.json"));
     assert_eq!(info["test_accuracy"], test["accuracy"], "{info}");
     assert_eq!(test["images"].as_u64(), Some(12), "{test}");
     assert!(stdout.contains("test           accuracy"), "{stdout}");
-    let val: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("plain/metrics.json")).unwrap()).unwrap();
+    let val = read_json(&tmp.path().join("plain/metrics.json"));
     assert_eq!(val["images"].as_u64(), Some(3), "{val}");
 
     // trainer eval --split test (on the run's own data folder) scores the same 12 images.
-    let json = tmp.path().join("eval-test.json");
     let run = tmp.path().join("plain");
-    run_ok(trainer().args([
-        "eval",
-        "--run",
-        run.to_str().unwrap(),
-        "--split",
-        "test",
-        "--json",
-        json.to_str().unwrap(),
-    ]));
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let eval = eval_split(&run, "test", &tmp.path().join("eval-test.json"));
     assert_eq!(eval["accuracy"], test["accuracy"]);
     assert_eq!(eval["confusion"], test["confusion"]);
     // --split val without --data: the 3 images the run held out of train/ (metrics.json's).
-    let eval_json = |name: &str| -> serde_json::Value {
-        let json = tmp.path().join(name);
-        run_ok(trainer().args([
-            "eval",
-            "--run",
-            run.to_str().unwrap(),
-            "--split",
-            "val",
-            "--json",
-            json.to_str().unwrap(),
-        ]));
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
-    };
-    let eval = eval_json("eval-val.json");
+    let eval = eval_split(&run, "val", &tmp.path().join("eval-val.json"));
     assert_eq!((eval["images"].as_u64(), &eval["confusion"]), (Some(3), &val["confusion"]), "{eval}");
     fails_with(
         &["eval", "--run", run.to_str().unwrap(), "--data", data.to_str().unwrap(), "--split", "val"],
@@ -423,7 +407,7 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
     let mut old = info.clone();
     old.as_object_mut().unwrap().remove("split_version");
     std::fs::write(run.join("run.json"), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
-    let eval = eval_json("eval-legacy.json");
+    let eval = eval_split(&run, "val", &tmp.path().join("eval-legacy.json"));
     assert_eq!((eval["images"].as_u64(), &eval["confusion"]), (Some(12), &test["confusion"]), "{eval}");
     assert_eq!(info["split_version"].as_u64(), Some(1), "{info}");
 
@@ -450,31 +434,18 @@ fn test_split_is_scored_once_and_never_chooses_the_epoch() {
     assert_eq!(info["config"]["refit"], true);
     assert!(stdout.contains(&format!("refit          epochs 1-{best} again on 12 train + 3 val")), "{stdout}");
     let run = tmp.path().join("refit");
-    let refit_info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("refit/run.json")).unwrap()).unwrap();
+    let refit_info = read_json(&run.join("refit/run.json"));
     assert_eq!(refit_info["train_images"].as_u64(), Some(15), "{refit_info}");
     assert_eq!(history(&run.join("refit")).len() as u64, best);
     let (selected, refit) =
         (std::fs::read(run.join("selected.bpk")).unwrap(), std::fs::read(run.join("best.bpk")).unwrap());
     assert_ne!(selected, refit, "best.bpk is the refit model");
     assert_eq!(refit, std::fs::read(run.join("refit/best.bpk")).unwrap());
-    let test: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("test_metrics.json")).unwrap()).unwrap();
-    let json = tmp.path().join("eval-refit.json");
-    run_ok(trainer().args([
-        "eval",
-        "--run",
-        run.to_str().unwrap(),
-        "--split",
-        "test",
-        "--json",
-        json.to_str().unwrap(),
-    ]));
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let test = read_json(&run.join("test_metrics.json"));
+    let eval = eval_split(&run, "test", &tmp.path().join("eval-refit.json"));
     assert_eq!(eval["confusion"], test["confusion"]);
     // run.json's val accuracy is metrics.json's: the selected model's, scored before the refit.
-    let val: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let val = read_json(&run.join("metrics.json"));
     assert_eq!(info["val_accuracy"], val["accuracy"]);
     // --resume on the finished run redoes nothing: val is scored on selected.bpk again, the
     // refit resumes at its last epoch, best.bpk and the scores stay.

@@ -187,10 +187,14 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
             if i < n_val { val.push(s) } else { train.push(s) }
         }
     }
-    // File order inside each class stays sorted so runs read files in a stable order.
-    train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
-    val.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+    sort_samples(&mut train);
+    sort_samples(&mut val);
     Ok(Splits { labels, train, val, test, skipped })
+}
+
+/// By class, then path: runs read files in a stable order.
+fn sort_samples(samples: &mut [Sample]) {
+    samples.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
 }
 
 /// `DIR/val/` or `DIR/test/`: its class folders must be training classes.
@@ -247,7 +251,7 @@ pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
     let legacy = info.split_version == 0 && !s.test.is_empty() && !info.data_dir.join("val").is_dir();
     if legacy {
         s.train.append(&mut s.val);
-        s.train.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+        sort_samples(&mut s.train);
         s.val = std::mem::take(&mut s.test);
     }
     Ok(s.limited(info.limit_per_class))

@@ -229,7 +229,7 @@ pub fn run(opts: &FitOptions) -> Result<FitSummary, TrainerError> {
     metrics.write(&run_dir.join("metrics.json"))?;
     crate::plots::write_all(&run_dir, &session.state.history, &metrics, &data.val.samples, &preds, &data.labels)?;
     if cfg.refit {
-        session.info.refit_epochs = Some(refit::run(opts, &cfg, &data, session.state.best_epoch, opts.seed)?);
+        session.info.refit_epochs = Some(refit::run(opts, &cfg, &data, session.state.best_epoch)?);
     }
     // test/ is scored once, on the run's model (the one val chose, or its refit).
     let test_metrics = if data.test.samples.is_empty() {

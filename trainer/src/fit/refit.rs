@@ -61,7 +61,6 @@ pub(super) fn run(
     cfg: &FitConfig,
     data: &Prepared,
     best_epoch: usize,
-    seed: u64,
 ) -> Result<usize, TrainerError> {
     let run_dir = &opts.out;
     let dir = run_dir.join(REFIT_DIR);
@@ -94,10 +93,9 @@ pub(super) fn run(
         data.val.samples.len()
     );
     let resume = if opts.resume { checkpoint::latest(&dir)? } else { None };
-    let mut info = both.run_info(opts, &cfg);
-    info.train_images = both.train.samples.len();
+    let info = both.run_info(opts, &cfg);
     let resumed = resume.as_ref().map(|(_, s)| s.clone());
-    let mut session = Session::start(&dir, seed, &cfg, &both, info, resumed, Instant::now())?;
+    let mut session = Session::start(&dir, opts.seed, &cfg, &both, info, resumed, Instant::now())?;
     session.select_best = false;
     // Not a first epoch: no feature extraction is timed here.
     session.timing.first_epoch_seconds = Some(0.0);
