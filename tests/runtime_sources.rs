@@ -1,7 +1,8 @@
 //! Capture sources end to end, through the built binary and real programs: `libcamera:N`
 //! against a stand-in `rpicam-vid` (a script put first on PATH that checks its arguments and
 //! writes real JPEG frames of the fixture photos), `video:FILE` and an MJPEG-over-HTTP stream
-//! through the real ffmpeg (which also serves the stream, on 127.0.0.1), `devices`, capture
+//! through the real ffmpeg (which also serves the stream, on 127.0.0.1), an MPEG-TS stream over
+//! UDP and a `.ts` file (ffmpeg sends it to 127.0.0.1), `devices`, capture
 //! flags, `ts`/`source` in every record, and truncated JPEGs.
 
 mod runtime_support;
@@ -224,6 +225,48 @@ fn an_mjpeg_http_stream_is_classified_live() {
     assert_eq!(recs.len(), 3, "{err}");
     assert!(recs.iter().all(|r| top1_is_cat(r) && r.source == url && is_rfc3339_utc(&r.ts)), "{recs:?}");
     assert!(err.contains("FrameLimit"), "{err}");
+}
+
+/// ffmpeg sending `photo` as an MPEG-2 transport stream to udp://127.0.0.1:`port`, an I-frame
+/// every 5 frames, until dropped: what an IP camera or `ffmpeg ... -f mpegts udp://` sends.
+fn send_mpegts_udp(photo: &Path, port: u16) -> KillOnDrop {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-loop", "1", "-i", &s(photo)])
+        .args(["-vf", "scale=450:300", "-c:v", "mpeg2video", "-g", "5", "-q:v", "4", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the ffmpeg sender");
+    KillOnDrop(child)
+}
+
+#[test]
+fn an_mpeg_ts_stream_over_udp_and_a_ts_file_are_probed_and_classified() {
+    require_ffmpeg();
+    let dir = tempfile::tempdir().unwrap();
+    frame_files(dir.path());
+    let port = free_port();
+    let _sender = send_mpegts_udp(&dir.path().join("chelsea.jpg"), port);
+    let url = format!("udp://127.0.0.1:{port}");
+    // No --width/--height: ffprobe reads the size off the stream (MPEG-TS lists it twice).
+    let out = edge_runtime(&run_args(&url, &["--frames", "3", "--emit", "jsonl"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 3, "{err}");
+    assert!(recs.iter().all(|r| top1_is_cat(r) && r.source == url && is_rfc3339_utc(&r.ts)), "{recs:?}");
+    assert!(err.contains("FrameLimit"), "{err}");
+
+    // The same container as a file: every frame, in order.
+    let ts = dir.path().join("clip.ts");
+    let avi = make_video(dir.path(), &["chelsea.png", "imagenet_02_438.jpg", "chelsea.png"]);
+    ffmpeg(&["-i", &s(&avi), "-c:v", "mpeg2video", "-q:v", "2", "-f", "mpegts", &s(&ts)]);
+    let out = edge_runtime(&run_args(&format!("video:{}", s(&ts)), &["--emit", "jsonl"]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(records(&out).iter().map(top1_is_cat).collect::<Vec<_>>(), [true, false, true], "{err}");
 }
 
 #[test]

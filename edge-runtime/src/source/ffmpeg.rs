@@ -78,7 +78,8 @@ pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option
 /// Width and height of the first video stream, by `ffprobe`.
 fn probe_size(ffprobe: &Path, input: &str) -> std::result::Result<(u32, u32), String> {
     let mut cmd = Command::new(ffprobe);
-    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0:s=x"]);
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height"]);
+    cmd.args(["-of", "default=noprint_wrappers=1"]);
     cmd.arg(input);
     let (status, out, err) = run_with_timeout(cmd, PROBE_TIMEOUT).map_err(|e| format!("cannot run ffprobe: {e}"))?;
     let err = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
@@ -89,12 +90,17 @@ fn probe_size(ffprobe: &Path, input: &str) -> std::result::Result<(u32, u32), St
         }
         Some(_) => {}
     }
-    let line = out.lines().map(str::trim).find(|l| !l.is_empty());
-    let size = line.and_then(|l| l.split_once('x')).and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
-    match size {
-        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
-        _ => Err("no video stream".into()),
-    }
+    parse_probe(&out).ok_or_else(|| "no video stream".into())
+}
+
+/// The first `width=` and `height=` of ffprobe's `default` output. An MPEG-TS input (a
+/// `udp://` stream, a `.ts` file) lists its stream again under its program, so the pair can
+/// come twice; a size of 0 (not yet known) is no size.
+fn parse_probe(out: &str) -> Option<(u32, u32)> {
+    let field = |key: &str| {
+        out.lines().find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('=')?.parse::<u32>().ok()).filter(|v| *v > 0)
+    };
+    Some((field("width")?, field("height")?))
 }
 
 pub struct FfmpegSource {
@@ -258,6 +264,16 @@ impl FrameSource for FfmpegSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_output_of_files_and_mpeg_ts_streams_is_parsed() {
+        assert_eq!(parse_probe("width=451\nheight=300\n"), Some((451, 300)));
+        // What ffprobe prints for an MPEG-TS stream: the stream, then again under its program.
+        assert_eq!(parse_probe("width=450\nheight=300\nwidth=450\nheight=300\n"), Some((450, 300)));
+        for bad in ["", "width=0\nheight=0\n", "width=N/A\nheight=300\n", "height=300\n"] {
+            assert_eq!(parse_probe(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_command_forces_the_size_and_writes_raw_rgb() {
