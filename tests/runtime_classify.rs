@@ -165,6 +165,83 @@ fn grayscale_alpha_and_16_bit_images_are_converted() {
     }
 }
 
+/// A TIFF-format EXIF block holding only the Orientation tag (0x0112) with value `v`.
+fn exif_orientation(v: u16) -> Vec<u8> {
+    let mut t = b"II*\0".to_vec();
+    t.extend(8u32.to_le_bytes()); // first IFD right after the header
+    t.extend(1u16.to_le_bytes()); // one entry
+    t.extend(0x0112u16.to_le_bytes()); // Orientation
+    t.extend(3u16.to_le_bytes()); // SHORT
+    t.extend(1u32.to_le_bytes()); // one value
+    t.extend(u32::from(v).to_le_bytes()); // the value, padded to 4 bytes
+    t.extend(0u32.to_le_bytes()); // no next IFD
+    t
+}
+
+/// `img` written as `format` with the EXIF orientation `v` attached.
+fn save_with_orientation(img: &image::DynamicImage, path: &Path, format: image::ImageFormat, v: u16) {
+    fn write(mut encoder: impl image::ImageEncoder, rgb: &image::RgbImage, v: u16) {
+        encoder.set_exif_metadata(exif_orientation(v)).unwrap();
+        encoder.write_image(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8).unwrap();
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let rgb = img.to_rgb8();
+    match format {
+        image::ImageFormat::Png => write(image::codecs::png::PngEncoder::new(file), &rgb, v),
+        _ => write(image::codecs::jpeg::JpegEncoder::new_with_quality(file, 95), &rgb, v),
+    }
+}
+
+/// Phone photos are stored as the sensor saw them plus an EXIF Orientation tag that viewers
+/// apply: perch must classify what the user sees. Chelsea stored turned (or mirrored) by the
+/// inverse of each tag scores exactly as the upright PNG; as JPEGs, the same top-1.
+#[test]
+fn exif_orientation_is_applied_before_preprocessing() {
+    let dir = tempfile::tempdir().unwrap();
+    let chelsea = image::open(photos_dir().join("chelsea.png")).unwrap();
+    let stored = [
+        (2, chelsea.fliph()),
+        (3, chelsea.rotate180()),
+        (4, chelsea.flipv()),
+        (6, chelsea.rotate270()),
+        (8, chelsea.rotate90()),
+    ];
+    for (v, img) in &stored {
+        save_with_orientation(img, &dir.path().join(format!("o{v}.png")), image::ImageFormat::Png, *v);
+        save_with_orientation(img, &dir.path().join(format!("o{v}.jpg")), image::ImageFormat::Jpeg, *v);
+    }
+    // Sideways without the tag: what the model would see if the tag were ignored.
+    image::DynamicImage::ImageRgb8(chelsea.rotate270().to_rgb8()).save(dir.path().join("sideways.png")).unwrap();
+    let mut args = vec!["classify".to_string(), "--json".into(), "--top-k".into(), "5".into()];
+    args.extend(MOBILENET.args());
+    args.push(s(&photos_dir().join("chelsea.png")));
+    args.push(s(dir.path()));
+    let out = edge_runtime(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 12, "{}", stderr(&out));
+    let by_name = |name: &str| {
+        let line = lines.iter().find(|l| l["path"].as_str().unwrap().ends_with(name)).unwrap();
+        line["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["index"].as_i64().unwrap(), t["score"].as_f64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let upright = by_name("chelsea.png");
+    assert!(is_cat(upright[0].0 - 1), "{upright:?}");
+    for (v, _) in &stored {
+        let png = by_name(&format!("o{v}.png"));
+        let same = png.iter().zip(&upright).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-5);
+        assert!(same, "orientation {v}: {png:?} vs upright {upright:?}");
+        assert_eq!(by_name(&format!("o{v}.jpg"))[0].0, upright[0].0, "orientation {v} as JPEG");
+    }
+    // The check above can fail: turned pixels without the tag score differently.
+    let sideways = by_name("sideways.png");
+    assert!(sideways.iter().zip(&upright).any(|(a, b)| a.0 != b.0 || (a.1 - b.1).abs() > 1e-3), "{sideways:?}");
+}
+
 /// A PNG whose header claims `w`x`h` pixels over a few bytes of data: a decompression bomb's
 /// shape (the real ones compress gigapixels of one colour into kilobytes).
 fn png_header_only(w: u32, h: u32) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! runtime all call [`Preprocessor`]; the [`Preprocessing`] it follows is recorded in the
 //! manifest. A mismatch here silently costs accuracy on the device, so there is no second copy.
 //!
-//! Pipeline: decode (image crate) -> RGB8 (grayscale, alpha and 16-bit are converted) ->
+//! Pipeline: decode (image crate; the EXIF orientation applied) -> RGB8 (grayscale, alpha and 16-bit are converted) ->
 //! crop + resize in one pass (fast_image_resize, PIL-compatible convolution) -> NCHW f32
 //! `(pixel - mean) / std`.
 
@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelsError, Result};
@@ -134,7 +135,14 @@ pub fn decode_image(bytes: &[u8], path: &Path, limits: ImageLimits) -> Result<Dy
     // 16-bit RGBA at the pixel limit, plus slack for the decoder.
     img_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(img_limits);
-    reader.decode().map_err(|e| decode_err(&e))
+    let mut decoder = reader.into_decoder().map_err(|e| decode_err(&e))?;
+    // A phone photo is stored as the sensor saw it and tagged with how to turn it (EXIF
+    // Orientation); viewers apply the tag, so the model must see what the user sees. A damaged
+    // EXIF block leaves the pixels as stored rather than rejecting the photo.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_err(&e))?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// The start-of-image marker every JPEG (and every frame of an MJPEG stream) begins with.

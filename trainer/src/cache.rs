@@ -79,7 +79,8 @@ impl CacheKeyBase {
         // View 0 is the plain image whatever the augmentation, so it is shared with val and
         // with runs without --augment.
         let aug = if view == 0 { String::new() } else { format!("{:?}|{}", self.augment, self.seed) };
-        sha256_hex(format!("perch-cache-v1|{}|{what}|{aug}|{view}|{content}", self.model_id).as_bytes())
+        // v2: decoding applies the EXIF orientation, so a tagged photo's v1 entries are stale.
+        sha256_hex(format!("perch-cache-v2|{}|{what}|{aug}|{view}|{content}", self.model_id).as_bytes())
     }
 }
 
