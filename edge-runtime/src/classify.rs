@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use models::preprocess::{is_image_path, load_image};
+use models::preprocess::{is_hidden_entry, is_image_path, load_image};
 use models::{ImageLimits, Preprocessor};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,8 @@ pub struct ClassifySummary {
 
 /// Image files named by `paths`: files as given (whatever their extension, so a mislabelled
 /// file is reported rather than silently ignored), folders searched recursively for image
-/// extensions, each folder's files in sorted order. Missing paths are returned as skips.
+/// extensions, each folder's files in sorted order, hidden entries and `__MACOSX` left out.
+/// Missing paths are returned as skips.
 pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Skipped>) {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -84,7 +85,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
-    for p in paths {
+    for p in paths.into_iter().filter(|p| !is_hidden_entry(p)) {
         if p.is_dir() {
             walk(&p, files, skipped);
         } else if is_image_path(&p) {
@@ -202,7 +203,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("b");
         std::fs::create_dir(&sub).unwrap();
-        for f in ["z.jpg", "a.PNG", "notes.txt", "b/c.jpeg"] {
+        std::fs::create_dir_all(dir.path().join("__MACOSX/b")).unwrap();
+        for f in ["z.jpg", "a.PNG", "notes.txt", "b/c.jpeg", "._z.jpg", "b/.hidden.png", "__MACOSX/b/._c.jpeg"] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         let missing = dir.path().join("nope.jpg");

@@ -317,6 +317,13 @@ impl Preprocessor {
     }
 }
 
+/// What a folder listing skips as never being data: hidden entries (`.DS_Store`, the `._x.jpg`
+/// AppleDouble twins macOS writes beside every file on a foreign disk, `.git`) and the
+/// `__MACOSX` folder of zips made on a Mac. Paths the user names explicitly are not filtered.
+pub fn is_hidden_entry(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n == "__MACOSX")
+}
+
 /// Image files by extension, case-insensitive (`.jpg`, `.JPEG`, `.png`, ...).
 pub fn is_image_path(path: &Path) -> bool {
     const EXTS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
@@ -459,5 +466,11 @@ mod tests {
         assert!(is_image_path(Path::new("a/formica.jpeg")));
         assert!(is_image_path(Path::new("A.JPG")));
         assert!(!is_image_path(Path::new("notes.txt")));
+        for hidden in ["a/.DS_Store", "a/._formica.jpg", "d/__MACOSX", ".git"] {
+            assert!(is_hidden_entry(Path::new(hidden)), "{hidden}");
+        }
+        for shown in ["a/formica.jpg", "d/MACOSX", "a.b/c.jpg", "x/_.jpg"] {
+            assert!(!is_hidden_entry(Path::new(shown)), "{shown}");
+        }
     }
 }

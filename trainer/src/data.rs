@@ -57,12 +57,9 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
     Ok(out)
 }
 
-/// Class folders (sorted) of `dir`; hidden folders are ignored.
+/// Class folders (sorted) of `dir`; hidden folders and `__MACOSX` are ignored.
 fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
-    Ok(sorted_entries(dir)?
-        .into_iter()
-        .filter(|p| p.is_dir() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
-        .collect())
+    Ok(sorted_entries(dir)?.into_iter().filter(|p| p.is_dir() && !models::preprocess::is_hidden_entry(p)).collect())
 }
 
 fn class_name(dir: &Path) -> String {
@@ -73,7 +70,9 @@ fn class_name(dir: &Path) -> String {
 fn class_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>, TrainerError> {
     let mut files = Vec::new();
     for p in sorted_entries(dir)? {
-        if p.is_dir() {
+        if models::preprocess::is_hidden_entry(&p) {
+            continue;
+        } else if p.is_dir() {
             skipped.push((p, "sub-folder inside a class folder (not searched)".into()));
         } else if models::preprocess::is_image_path(&p) {
             files.push(p);
@@ -314,6 +313,10 @@ mod tests {
             }
         }
         touch(&d.path().join("a/notes.txt"));
+        // What macOS leaves behind: no class, no image, no skip.
+        for hidden in ["a/.DS_Store", "a/._0.jpg", "b/._sub/1.jpg", "__MACOSX/a/._0.jpg", ".thumbnails/t.jpg"] {
+            touch(&d.path().join(hidden));
+        }
         let s1 = open_image_folder(d.path(), Some(0.2), 7).unwrap();
         let s2 = open_image_folder(d.path(), Some(0.2), 7).unwrap();
         let s3 = open_image_folder(d.path(), Some(0.2), 8).unwrap();

@@ -29,6 +29,7 @@ use crate::classify::collect_images;
 use crate::error::RuntimeError;
 use crate::model::{embedded_manifest, read_proto};
 use crate::source::{self, CaptureOptions, Fetch, SourceSpec};
+use models::preprocess::is_hidden_entry;
 
 /// Fewest examples a class can be enrolled with.
 pub const MIN_EXAMPLES: usize = 2;
@@ -401,8 +402,10 @@ fn plan_classes(examples: &Examples, _limits: ImageLimits) -> Result<Vec<(String
         Examples::Folder { dir, limit_per_class } => {
             let bad = |reason: String| EnrolError::BadFolder { dir: dir.clone(), reason };
             let entries = std::fs::read_dir(dir).map_err(|e| bad(format!("cannot list it: {e}")))?;
-            let mut subdirs: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+            let mut subdirs: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && !is_hidden_entry(p))
+                .collect();
             subdirs.sort();
             if subdirs.is_empty() {
                 return Err(bad("it has no class subfolders (expected DIR/<class>/image files)".into()));
