@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use models::preprocess::{is_hidden_entry, is_image_path, load_image};
+use models::preprocess::{HEIF_HINT, is_heif_path, is_hidden_entry, is_image_path, load_image};
 use models::{ImageLimits, Preprocessor};
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,8 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
             walk(&p, files, skipped);
         } else if is_image_path(&p) {
             files.push(p);
+        } else if is_heif_path(&p) {
+            skipped.push(Skipped { path: p, reason: HEIF_HINT.into() });
         }
     }
 }
@@ -204,7 +206,16 @@ mod tests {
         let sub = dir.path().join("b");
         std::fs::create_dir(&sub).unwrap();
         std::fs::create_dir_all(dir.path().join("__MACOSX/b")).unwrap();
-        for f in ["z.jpg", "a.PNG", "notes.txt", "b/c.jpeg", "._z.jpg", "b/.hidden.png", "__MACOSX/b/._c.jpeg"] {
+        for f in [
+            "z.jpg",
+            "a.PNG",
+            "notes.txt",
+            "b/c.jpeg",
+            "._z.jpg",
+            "b/.hidden.png",
+            "__MACOSX/b/._c.jpeg",
+            "b/IMG_1.HEIC",
+        ] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         let missing = dir.path().join("nope.jpg");
@@ -212,8 +223,9 @@ mod tests {
         let names: Vec<String> =
             files.iter().map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(names, ["a.PNG", "b/c.jpeg", "z.jpg"]);
-        assert_eq!(skipped.len(), 1);
-        assert!(skipped[0].reason.contains("nope.jpg") && skipped[0].reason.contains("does not exist"));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].path.ends_with("b/IMG_1.HEIC") && skipped[0].reason.contains("convert it to JPEG"));
+        assert!(skipped[1].reason.contains("nope.jpg") && skipped[1].reason.contains("does not exist"));
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub fn decode_image(bytes: &[u8], path: &Path, limits: ImageLimits) -> Result<Dy
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_err(&e))?;
     if reader.format().is_none() {
-        return Err(ModelsError::Decode { path: path_buf(), reason: "not a recognised image format".into() });
+        let reason = if is_heif(bytes) { HEIF_HINT } else { "not a recognised image format" };
+        return Err(ModelsError::Decode { path: path_buf(), reason: reason.into() });
     }
     // Check the header's dimensions before allocating the pixels.
     let (width, height) = ImageReader::new(Cursor::new(bytes))
@@ -317,6 +318,23 @@ impl Preprocessor {
     }
 }
 
+/// Why an iPhone photo (HEIC) or an AVIF is refused, and what to do.
+pub const HEIF_HINT: &str = "HEIC/HEIF/AVIF photo: not supported; convert it to JPEG (e.g. `heif-convert`, \
+     or `ffmpeg -i IN.heic OUT.jpg`), or set the iPhone to Settings > Camera > Formats > Most Compatible";
+
+/// An ISO-BMFF `ftyp` box with a HEIF-family brand (HEIC from iPhones, AVIF, plain HEIF).
+fn is_heif(bytes: &[u8]) -> bool {
+    const BRANDS: [&[u8; 4]; 8] = [b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif"];
+    bytes.len() >= 12 && &bytes[4..8] == b"ftyp" && BRANDS.iter().any(|b| &bytes[8..12] == *b)
+}
+
+/// Whether `path` names a HEIF-family photo (`.heic`, `.heif`, `.avif`) by extension.
+pub fn is_heif_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["heic", "heif", "avif"].iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 /// What a folder listing skips as never being data: hidden entries (`.DS_Store`, the `._x.jpg`
 /// AppleDouble twins macOS writes beside every file on a foreign disk, `.git`) and the
 /// `__MACOSX` folder of zips made on a Mac. Paths the user names explicitly are not filtered.
@@ -466,6 +484,11 @@ mod tests {
         assert!(is_image_path(Path::new("a/formica.jpeg")));
         assert!(is_image_path(Path::new("A.JPG")));
         assert!(!is_image_path(Path::new("notes.txt")));
+        assert!(is_heif_path(Path::new("IMG_0001.HEIC")) && !is_image_path(Path::new("IMG_0001.HEIC")));
+        // An iPhone photo's first box, however it is named: refused with what to do.
+        let heic = [&[0, 0, 0, 24][..], b"ftypheic", &[0, 0, 0, 0], b"mif1heic"].concat();
+        let err = decode_image(&heic, Path::new("IMG_0001.jpg"), ImageLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("HEIC") && err.to_string().contains("convert it to JPEG"), "{err}");
         for hidden in ["a/.DS_Store", "a/._formica.jpg", "d/__MACOSX", ".git"] {
             assert!(is_hidden_entry(Path::new(hidden)), "{hidden}");
         }

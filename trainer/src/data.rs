@@ -77,7 +77,12 @@ fn class_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<P
         } else if models::preprocess::is_image_path(&p) {
             files.push(p);
         } else {
-            skipped.push((p, "not an image file (by extension)".into()));
+            let reason = if models::preprocess::is_heif_path(&p) {
+                models::preprocess::HEIF_HINT
+            } else {
+                "not an image file (by extension)"
+            };
+            skipped.push((p, reason.into()));
         }
     }
     Ok(files)
@@ -313,6 +318,7 @@ mod tests {
             }
         }
         touch(&d.path().join("a/notes.txt"));
+        touch(&d.path().join("b/IMG_0001.HEIC"));
         // What macOS leaves behind: no class, no image, no skip.
         for hidden in ["a/.DS_Store", "a/._0.jpg", "b/._sub/1.jpg", "__MACOSX/a/._0.jpg", ".thumbnails/t.jpg"] {
             touch(&d.path().join(hidden));
@@ -324,7 +330,8 @@ mod tests {
         assert_eq!((s1.train.len(), s1.val.len()), (16, 4));
         assert_eq!(s1.val, s2.val);
         assert_ne!(s1.val, s3.val);
-        assert_eq!(s1.skipped.len(), 1);
+        assert_eq!(s1.skipped.len(), 2, "{:?}", s1.skipped);
+        assert!(s1.skipped.iter().any(|(p, why)| p.ends_with("b/IMG_0001.HEIC") && why.contains("HEIC")));
         assert_eq!(s1.limited(Some(3)).train.len(), 6);
     }
 
