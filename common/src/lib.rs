@@ -20,4 +20,11 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 pub use math::{argmax, softmax, top_k};
+
+/// Locks `m`, recovering the data when another thread panicked while holding it: the values
+/// perch shares between threads (counters, status, queues) stay meaningful after such a panic,
+/// and one failed thread must not turn every later lock into a second panic.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 pub use stats::{LatencyStats, percentile};

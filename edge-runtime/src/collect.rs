@@ -53,7 +53,7 @@ pub struct CollectStats {
 
 impl CollectStats {
     pub fn stopped(&self) -> Option<String> {
-        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        common::lock(&self.stopped).clone()
     }
 }
 
@@ -88,7 +88,7 @@ impl Collector {
             Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                 let reason = format!("no space left on the device creating {} ({e})", opts.dir.display());
                 log(&format!("warning: capture stopped: {reason}; inference and outputs go on"));
-                *stats.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                *common::lock(&stats.stopped) = Some(reason);
             }
             Err(e) => return Err(bad(format!("cannot create {}: {e}", opts.dir.display()))),
         }
@@ -118,8 +118,8 @@ impl Collector {
 
     /// Waits for queued frames to be written; returns the counts.
     pub fn finish(&self) -> Arc<CollectStats> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        common::lock(&self.tx).take();
+        if let Some(w) = common::lock(&self.writer).take() {
             let _ = w.join();
         }
         self.stats.clone()
@@ -138,7 +138,7 @@ impl FrameObserver for Collector {
             return;
         }
         {
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = common::lock(&self.last);
             if let (Some(every), Some(t)) = (self.opts.every, *last)
                 && t.elapsed() < every
             {
@@ -146,7 +146,7 @@ impl FrameObserver for Collector {
             }
             *last = Some(Instant::now());
         }
-        let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let Some(tx) = common::lock(&self.tx).clone() else { return };
         // The model's best guess names the folder, also when the run prints `unknown`.
         let label = f.result.top.first().map_or(f.result.label.as_str(), |p| p.label.as_str());
         let job = Job {
@@ -204,7 +204,7 @@ pub fn file_name(ts: &str, score: f32) -> String {
 fn write_loop(opts: &CollectOptions, rx: &Receiver<Job>, stats: &CollectStats, log: &Log) {
     let stop = |reason: String| {
         log(&format!("warning: capture stopped: {reason}; inference and outputs go on"));
-        *stats.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        *common::lock(&stats.stopped) = Some(reason);
     };
     let cap_reached = |extra: u64| -> Option<String> {
         let (files, bytes) = (stats.files.load(Ordering::Relaxed), stats.bytes.load(Ordering::Relaxed));

@@ -239,7 +239,7 @@ mod ort_backend {
             let fail = |e: &dyn std::fmt::Display| RuntimeError::Inference(format!("onnxruntime: {e}"));
             // A view of the caller's buffer: no copy of the input tensor.
             let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| fail(&e))?;
-            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let mut session = common::lock(&self.session);
             let outputs = session.run(ort::inputs![tensor]).map_err(|e| fail(&e))?;
             if outputs.len() < count {
                 return Err(fail(&format!("the graph has {} outputs, {count} expected", outputs.len())));

@@ -220,7 +220,7 @@ fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(status) = reloader.as_ref().map(|r| r.status()) {
-        let st = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = common::lock(&status).clone();
         if st.reloads + st.failures > 0 {
             eprintln!("summary: model reloads {}, rejected {}", st.reloads, st.failures);
         }

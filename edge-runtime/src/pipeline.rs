@@ -160,7 +160,7 @@ impl<T> NewestWins<T> {
     }
 
     fn sender(&self) -> Option<Sender<T>> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        common::lock(&self.tx).clone()
     }
 
     /// Enqueues `item`, dropping (and counting) the oldest waiting items if the queue is full.
@@ -200,7 +200,7 @@ impl<T> NewestWins<T> {
 
     /// No more items: the consumer sees the end once it has taken what is queued.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        common::lock(&self.tx).take();
     }
 
     pub fn dropped(&self) -> u64 {
@@ -258,16 +258,16 @@ pub struct RunCounters {
 
 impl RunCounters {
     fn failing(&self, reason: Option<String>) {
-        *self.source_error.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        *common::lock(&self.source_error) = reason;
     }
 
     pub fn source_error(&self) -> Option<String> {
-        self.source_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        common::lock(&self.source_error).clone()
     }
 
     /// Time since the latest classified frame (None before the first).
     pub fn since_last_frame(&self) -> Option<Duration> {
-        self.last_classified.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+        common::lock(&self.last_classified).map(|t| t.elapsed())
     }
 }
 
@@ -366,11 +366,11 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn finish(&self, reason: StopReason, error: Option<RuntimeError>) {
-        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stopped = common::lock(&self.stopped);
         if stopped.is_none() {
             *stopped = Some(reason);
             if let Some(e) = error {
-                *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                *common::lock(&self.error) = Some(e);
             }
         }
         self.done.store(true, Ordering::Relaxed);
@@ -442,7 +442,7 @@ pub fn run_with(
 
     let elapsed_s = start.elapsed().as_secs_f64();
     let classified = latencies.len() as u64;
-    let stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(StopReason::SourceEnded);
+    let stopped = common::lock(&shared.stopped).unwrap_or(StopReason::SourceEnded);
     let summary = Summary {
         source: source_name,
         execution: model.current().execution().name().to_string(),
@@ -490,13 +490,13 @@ fn capture_loop(
             }
             Ok(Fetch::Skip { name, reason }) => {
                 counters.skipped.fetch_add(1, Ordering::Relaxed);
-                shared.skipped.lock().unwrap_or_else(|e| e.into_inner()).push(Skipped { path: name.into(), reason });
+                common::lock(&shared.skipped).push(Skipped { path: name.into(), reason });
             }
             Ok(Fetch::End) => {
                 let reason =
                     if stop.load(Ordering::Relaxed) { StopReason::Interrupted } else { StopReason::SourceEnded };
                 // Let inference finish what is queued: mark the reason, then just stop capturing.
-                let mut stopped = shared.stopped.lock().unwrap_or_else(|e| e.into_inner());
+                let mut stopped = common::lock(&shared.stopped);
                 stopped.get_or_insert(reason);
                 break;
             }
@@ -577,7 +577,7 @@ fn inference_loop(ctx: &InferenceContext<'_>, frames: Receiver<Frame>, results: 
             model_sha256: classifier.sha256().to_string(),
         };
         counters.classified.fetch_add(1, Ordering::Relaxed);
-        *counters.last_classified.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *common::lock(&counters.last_classified) = Some(Instant::now());
         let observed = Observed { result: &result, frame: &oriented, roi, model: &classifier, live: ctx.live };
         for o in ctx.hooks.observers {
             o.observe(&observed);

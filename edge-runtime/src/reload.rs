@@ -29,12 +29,12 @@ impl ModelSlot {
 
     /// The classifier to use for the next frame.
     pub fn current(&self) -> Arc<Classifier> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        common::lock(&self.current).clone()
     }
 
     /// Puts `classifier` in place; frames already being classified finish on the old one.
     pub fn swap(&self, classifier: Classifier) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(classifier);
+        *common::lock(&self.current) = Arc::new(classifier);
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -117,8 +117,7 @@ impl Reloader {
                 .ok()
         };
         if thread.is_none() {
-            status.lock().unwrap_or_else(|e| e.into_inner()).last_error =
-                Some("could not start the reload thread".into());
+            common::lock(&status).last_error = Some("could not start the reload thread".into());
         }
         Reloader { stop, thread, status }
     }
@@ -173,7 +172,7 @@ fn watch(
         changed = None;
         tried = file_id(path);
         let outcome = reload(slot, opts, check);
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = common::lock(status);
         st.last_attempt = Some(rfc3339_utc(SystemTime::now()));
         let why = match trigger {
             Trigger::FileChanged => "file replaced",

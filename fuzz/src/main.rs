@@ -104,7 +104,7 @@ fn fuzz(target: &Target, cli: &Cli) -> Result<usize> {
     });
     let max_len = cli.max_len.unwrap_or_else(|| corpus.iter().map(|(_, d)| d.len()).max().unwrap_or(0).max(2048) * 2);
     std::panic::set_hook(Box::new(|info| {
-        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = info.to_string();
+        *common::lock(&LAST_PANIC) = info.to_string();
     }));
 
     let execs = std::cell::Cell::new(0u64);
@@ -114,7 +114,7 @@ fn fuzz(target: &Target, cli: &Cli) -> Result<usize> {
         std::fs::write(&current, data).with_context(|| current.display().to_string())?;
         execs.set(execs.get() + 1);
         if catch_unwind(AssertUnwindSafe(|| (target.run)(data))).is_err() {
-            let msg = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let msg = common::lock(&LAST_PANIC).clone();
             let location = msg.lines().next().unwrap_or("").to_string();
             let entry = found.entry(location.clone()).or_insert_with(|| (0, PathBuf::new()));
             entry.0 += 1;

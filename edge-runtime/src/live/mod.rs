@@ -8,6 +8,7 @@
 
 pub mod metrics;
 
+use common::lock;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,10 +57,6 @@ pub struct LiveState {
     fps: Mutex<FpsMeter>,
     /// Set by `--capture` when it stopped (cap reached, disk full), for the page.
     notes: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Health as `/healthz` reports it.

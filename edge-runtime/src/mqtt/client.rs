@@ -5,10 +5,11 @@
 //! dropped. After every (re)connect the retained messages are published again, so a broker
 //! restarted without persistence gets the device's availability, discovery and state back.
 
+use common::lock;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -94,10 +95,6 @@ struct Shared {
     dropped: AtomicU64,
     reconnects: AtomicU64,
     incoming: Mutex<Vec<Message>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct Broker {

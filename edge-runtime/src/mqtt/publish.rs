@@ -243,7 +243,7 @@ pub struct StatsHandle(std::sync::Arc<std::sync::Mutex<BrokerStats>>);
 
 impl StatsHandle {
     pub fn get(&self) -> BrokerStats {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *common::lock(&self.0)
     }
 }
 
@@ -289,7 +289,7 @@ impl MqttSink {
 
     fn record_stats(&self) {
         if let Some(b) = &self.broker {
-            *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = b.stats();
+            *common::lock(&self.stats) = b.stats();
         }
     }
 }
@@ -330,7 +330,7 @@ impl Sink for MqttSink {
             let url = broker.url().to_string();
             let (flushed, stats) =
                 broker.close(vec![Message::retained(self.topics.availability(), OFFLINE)], Duration::from_secs(3));
-            *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+            *common::lock(&self.stats) = stats;
             if !flushed {
                 eprintln!("warning: mqtt: {url} not connected at exit; `offline` is left to the broker's last will");
             }

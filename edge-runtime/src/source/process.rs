@@ -5,6 +5,7 @@
 //! the newest frame wins (the pipe never backs up into a stale backlog), for files the
 //! reader waits, so every frame is delivered in order.
 
+use common::lock;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -263,10 +264,6 @@ fn kill_and_wait(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads fixed-size frames (raw RGB24 from ffmpeg): a short last frame is a skip.
