@@ -2,9 +2,9 @@
 //! runtime all call [`Preprocessor`]; the [`Preprocessing`] it follows is recorded in the
 //! manifest. A mismatch here silently costs accuracy on the device, so there is no second copy.
 //!
-//! Pipeline: decode (image crate; the EXIF orientation applied) -> RGB8 (grayscale, alpha and 16-bit are converted) ->
-//! crop + resize in one pass (fast_image_resize, PIL-compatible convolution) -> NCHW f32
-//! `(pixel - mean) / std`.
+//! Pipeline: decode (image crate, EXIF orientation applied) -> RGB8 (grayscale, alpha and
+//! 16-bit are converted) -> crop + resize in one pass (fast_image_resize, PIL-compatible
+//! convolution) -> NCHW f32 `(pixel - mean) / std`.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
