@@ -24,7 +24,8 @@ for f in "${features[@]}"; do
   size=$(stat -c %s "$bin")
   echo "== --features $f: built in ${secs}s, $CARGO_TARGET_DIR/trainer-$f is $(( size / 1024 / 1024 )) MiB"
   # The binary runs without a GPU; asking for the device is a clear error, not a crash.
-  if out=$("$CARGO_TARGET_DIR/trainer-$f" fit --backbone mobilenetv2 --data /nonexistent --out /tmp/none \
+  # (RUST_BACKTRACE unset: anyhow would end the message with a backtrace.)
+  if out=$(env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$CARGO_TARGET_DIR/trainer-$f" fit --backbone mobilenetv2 --data /nonexistent --out /tmp/none \
       --device "$f" 2>&1); then
     echo "$out"
   else

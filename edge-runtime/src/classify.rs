@@ -2,6 +2,7 @@
 //! per image. Bad images (unreadable, corrupt, truncated, empty, too large) are skipped and
 //! counted, never fatal: one broken file must not lose the results of a thousand good ones.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,13 +56,15 @@ pub struct ClassifySummary {
 /// Image files named by `paths`: files as given (whatever their extension, so a mislabelled
 /// file is reported rather than silently ignored), folders searched recursively for image
 /// extensions, each folder's files in sorted order, hidden entries and `__MACOSX` left out.
-/// Missing paths are returned as skips.
+/// Missing paths are returned as skips, and a folder reached twice (a symlink loop such as
+/// `latest -> .`) is searched once.
 pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Skipped>) {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
+    let mut seen = HashSet::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut files, &mut skipped);
+            walk(p, &mut files, &mut skipped, &mut seen);
         } else if p.exists() {
             files.push(p.clone());
         } else {
@@ -72,7 +75,12 @@ pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Skipped>) {
     (files, skipped)
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>, seen: &mut HashSet<PathBuf>) {
+    // Folders by their real path: a symlink back up the tree would otherwise recurse until the
+    // stack overflows.
+    if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+        return;
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -87,7 +95,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
     paths.sort();
     for p in paths.into_iter().filter(|p| !is_hidden_entry(p)) {
         if p.is_dir() {
-            walk(&p, files, skipped);
+            walk(&p, files, skipped, seen);
         } else if is_image_path(&p) {
             files.push(p);
         } else if is_heif_path(&p) {
@@ -218,6 +226,9 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
+        // Symlinks back up the tree: each folder is searched once, no endless recursion.
+        std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("here")).unwrap();
         let missing = dir.path().join("nope.jpg");
         let (files, skipped) = collect_images(&[dir.path().to_path_buf(), missing.clone()]);
         let names: Vec<String> =
