@@ -118,10 +118,20 @@ fn require_trainable(dir: &Path, names: &[String], files: &[Vec<PathBuf>]) -> Re
     }
     for (name, f) in names.iter().zip(files) {
         if f.is_empty() {
-            return Err(dataset_err(
-                &dir.join(name),
-                "class folder has no images (.jpg/.jpeg/.png/...): add images or remove the folder",
-            ));
+            let class_dir = dir.join(name);
+            // A folder of iPhone photos is the likely case: say what it holds and what to do.
+            let heif = sorted_entries(&class_dir)
+                .map(|e| e.iter().filter(|p| models::preprocess::is_heif_path(p)).count())
+                .unwrap_or(0);
+            let why = if heif > 0 {
+                format!(
+                    "class folder holds {heif} HEIC/HEIF/AVIF photo(s) and no other images: {}",
+                    models::preprocess::HEIF_HINT
+                )
+            } else {
+                "class folder has no images (.jpg/.jpeg/.png/...): add images or remove the folder".to_string()
+            };
+            return Err(dataset_err(&class_dir, why));
         }
     }
     Ok(())
@@ -369,6 +379,9 @@ mod tests {
         std::fs::create_dir_all(d.path().join("train/empty")).unwrap();
         let e = open_image_folder(d.path(), None, 0).unwrap_err().to_string();
         assert!(e.contains("empty") && e.contains("no images"), "{e}");
+        touch(&d.path().join("train/empty/IMG_0001.HEIC"));
+        let e = open_image_folder(d.path(), None, 0).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("1 HEIC/HEIF/AVIF photo(s)") && e.contains("convert"), "{e}");
         let e = open_image_folder(&d.path().join("train/only"), None, 0).unwrap_err().to_string();
         assert!(e.contains("no class folders"), "{e}");
     }
