@@ -330,9 +330,12 @@ fn is_heif(bytes: &[u8]) -> bool {
 
 /// Whether `path` names a HEIF-family photo (`.heic`, `.heif`, `.avif`) by extension.
 pub fn is_heif_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["heic", "heif", "avif"].iter().any(|x| x.eq_ignore_ascii_case(e)))
+    has_extension(path, &["heic", "heif", "avif"])
+}
+
+/// Whether `path`'s extension is one of `exts` (lower case), in any case.
+fn has_extension(path: &Path, exts: &[&str]) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// What a folder listing skips as never being data: hidden entries (`.DS_Store`, the `._x.jpg`
@@ -344,8 +347,7 @@ pub fn is_hidden_entry(path: &Path) -> bool {
 
 /// Image files by extension, case-insensitive (`.jpg`, `.JPEG`, `.png`, ...).
 pub fn is_image_path(path: &Path) -> bool {
-    const EXTS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    has_extension(path, &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"])
 }
 
 #[cfg(test)]

@@ -109,7 +109,14 @@ fn read_classes(
     Ok((names, files))
 }
 
-fn require_trainable(dir: &Path, names: &[String], files: &[Vec<PathBuf>]) -> Result<(), TrainerError> {
+/// Enough classes, each with images. `skipped`: what reading the classes passed over (an
+/// empty class's HEIC photos are named in its error).
+fn require_trainable(
+    dir: &Path,
+    names: &[String],
+    files: &[Vec<PathBuf>],
+    skipped: &[(PathBuf, String)],
+) -> Result<(), TrainerError> {
     if names.len() < 2 {
         return Err(dataset_err(
             dir,
@@ -120,9 +127,10 @@ fn require_trainable(dir: &Path, names: &[String], files: &[Vec<PathBuf>]) -> Re
         if f.is_empty() {
             let class_dir = dir.join(name);
             // A folder of iPhone photos is the likely case: say what it holds and what to do.
-            let heif = sorted_entries(&class_dir)
-                .map(|e| e.iter().filter(|p| models::preprocess::is_heif_path(p)).count())
-                .unwrap_or(0);
+            let heif = skipped
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(class_dir.as_path()) && models::preprocess::is_heif_path(p))
+                .count();
             let why = if heif > 0 {
                 format!(
                     "class folder holds {heif} HEIC/HEIF/AVIF photo(s) and no other images: {}",
@@ -161,7 +169,7 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
     let has_train = train_dir.is_dir();
     let root = if has_train { train_dir } else { dir.to_path_buf() };
     let (names, files) = read_classes(&root, &mut skipped)?;
-    require_trainable(&root, &names, &files)?;
+    require_trainable(&root, &names, &files, &skipped)?;
     let labels = Labels(names.clone());
     let test = if has_train && test_dir.is_dir() { split_folder(&test_dir, &names, &mut skipped)? } else { Vec::new() };
 

@@ -324,10 +324,10 @@ pub(super) fn fine_tune(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn config(epochs: usize, fine_tune_layers: usize, fine_tune_epochs: usize) -> FitConfig {
+    pub(in crate::fit) fn config(epochs: usize, fine_tune_layers: usize, fine_tune_epochs: usize) -> FitConfig {
         FitConfig {
             epochs,
             batch_size: 8,

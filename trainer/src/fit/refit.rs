@@ -125,26 +125,11 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), TrainerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{ClassWeights, OptimizerKind};
 
     #[test]
     fn the_refit_schedule_stops_at_the_chosen_epoch() {
-        let cfg = FitConfig {
-            epochs: 30,
-            batch_size: 32,
-            lr: 1e-3,
-            optimizer: OptimizerKind::Adam,
-            momentum: 0.9,
-            label_smoothing: 0.1,
-            dropout: 0.2,
-            augment: vec!["flip".into()],
-            augment_views: 5,
-            fine_tune_layers: 4,
-            fine_tune_epochs: 10,
-            fine_tune_lr_factor: 0.3,
-            class_weights: ClassWeights::None,
-            refit: true,
-        };
+        let mut cfg = crate::fit::phase::tests::config(30, 4, 10);
+        (cfg.augment, cfg.augment_views, cfg.refit) = (vec!["flip".into()], 5, true);
         let s = schedule(&cfg, 36);
         assert_eq!((s.epochs, s.fine_tune_layers, s.fine_tune_epochs, s.refit), (30, 4, 6, false));
         let s = schedule(&cfg, 12);
