@@ -2,7 +2,8 @@
 //! against a stand-in `rpicam-vid` (a script put first on PATH that checks its arguments and
 //! writes real JPEG frames of the fixture photos), `video:FILE` and an MJPEG-over-HTTP stream
 //! through the real ffmpeg (which also serves the stream, on 127.0.0.1), an MPEG-TS stream over
-//! UDP and a `.ts` file (ffmpeg sends it to 127.0.0.1), `devices`, capture
+//! UDP and a `.ts` file (ffmpeg sends it to 127.0.0.1), an H.264 RTSP camera stream (GStreamer's
+//! RTSP server on 127.0.0.1, TCP only), `devices`, capture
 //! flags, `ts`/`source` in every record, and truncated JPEGs.
 
 mod runtime_support;
@@ -269,6 +270,52 @@ fn an_mpeg_ts_stream_over_udp_and_a_ts_file_are_probed_and_classified() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert_eq!(records(&out).iter().map(top1_is_cat).collect::<Vec<_>>(), [true, false, true], "{err}");
+}
+
+/// GStreamer's RTSP server (tests/python/rtsp_server.py, Debian's python3 and its gi bindings)
+/// serving `clip`'s H.264 at rtsp://127.0.0.1:`port`/cam, over TCP only.
+fn serve_rtsp(clip: &Path, port: u16) -> KillOnDrop {
+    let script = perch::workspace_root().join("tests/python/rtsp_server.py");
+    let child = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(clip)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start /usr/bin/python3 (Debian's python3)");
+    let mut server = KillOnDrop(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !is_listening(port) {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!(
+                "the RTSP server exited ({status}): {err}\nThis test needs GStreamer's RTSP server: \
+                 `sudo apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`"
+            );
+        }
+        assert!(Instant::now() < until, "the RTSP server did not listen on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+#[test]
+fn an_rtsp_camera_stream_over_tcp_is_probed_and_classified() {
+    require_ffmpeg();
+    let dir = tempfile::tempdir().unwrap();
+    frame_files(dir.path());
+    // An IP camera's stream: H.264, a key frame every second at 5 fps.
+    let clip = dir.path().join("cam.mp4");
+    let chelsea = s(&dir.path().join("chelsea.jpg"));
+    let encode = ["-t", "30", "-r", "5", "-vf", "scale=320:240", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5"];
+    ffmpeg(&[&["-loop", "1", "-i", &chelsea][..], &encode, &[&s(&clip)]].concat());
+    let port = free_port();
+    let _server = serve_rtsp(&clip, port);
+    // No --width/--height: ffprobe opens the stream as the decoder does, over TCP.
+    three_live_cats(&format!("rtsp://127.0.0.1:{port}/cam"), &[]);
 }
 
 #[test]

@@ -236,23 +236,32 @@ impl DeviceKind {
 }
 
 /// Runs one tiny operation on `device`; burn's GPU runtimes panic when no driver or device is
-/// there, which becomes the panic's message. The panic hook is silenced meanwhile, so the user
-/// sees the error, not a backtrace.
+/// there. The panic hook is replaced meanwhile, so the user sees an error, not a backtrace, and it
+/// keeps the first panic's message from any thread: cubecl initialises CUDA on its own server
+/// thread, and what reaches this one is only "RecvError" from the channel that thread dropped.
 #[cfg(feature = "cuda")]
 fn probe(device: Device) -> Result<Device, String> {
+    use std::sync::{Arc, Mutex};
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&first);
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        let mut slot = common::lock(&seen);
+        if slot.is_none() {
+            *slot = Some(info.payload_as_str().unwrap_or("the runtime panicked").to_string());
+        }
+    }));
     let result =
         std::panic::catch_unwind(|| crate::head::tensor_values(burn::tensor::Tensor::<1>::ones([4], &device).sum()));
     std::panic::set_hook(hook);
+    // cudarc's "cannot load libcuda" lists ~35 library names it tried; the first line says it.
+    let first = common::lock(&first)
+        .take()
+        .map(|m| m.split(" - searched for library names").next().unwrap_or_default().to_string());
     match result {
         Ok(v) if v == [4.0] => Ok(device),
         Ok(other) => Err(format!("1+1+1+1 gave {other:?}")),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the runtime panicked".into())),
+        Err(_) => Err(first.unwrap_or_else(|| "the runtime panicked".into())),
     }
 }
 

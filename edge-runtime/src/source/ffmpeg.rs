@@ -52,19 +52,31 @@ impl Input {
     }
 }
 
-/// ffmpeg's arguments: decode `input`'s first video stream, scale to `width`x`height` (and
-/// resample to `fps` when given), write raw RGB24 frames to stdout. `live` adds low-latency
-/// input flags (and TCP for RTSP, which survives lossy links and NAT).
-pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option<f64>) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate"].map(String::from).into();
+/// How `input` is opened, the same for ffprobe and ffmpeg (`-i input` last). A live input gets
+/// low-latency flags, TCP for RTSP (survives lossy links and NAT; a probe over UDP could fail
+/// where the decoder would connect), and `-fpsprobesize 0`: the size is known from the first
+/// decoded frame, so the open does not wait for 20 more frames to estimate a frame rate that
+/// perch never uses (an RTSP camera at 5 fps: 4 s less, twice, probe and decoder).
+fn input_args(input: &str, live: bool) -> Vec<String> {
+    let mut a = Vec::new();
     if live {
-        a.extend(["-fflags", "nobuffer", "-flags", "low_delay"].map(String::from));
+        a.extend(["-fflags", "nobuffer", "-flags", "low_delay", "-fpsprobesize", "0"].map(String::from));
         if input.starts_with("rtsp://") {
             a.extend(["-rtsp_transport", "tcp"].map(String::from));
         }
     }
-    a.extend(["-i".to_string(), input.to_string(), "-map".into(), "0:v:0".into(), "-an".into()]);
+    a.extend(["-i".to_string(), input.to_string()]);
+    a
+}
+
+/// ffmpeg's arguments: decode `input`'s first video stream, scale to `width`x`height` (and
+/// resample to `fps` when given), write raw RGB24 frames to stdout. `live` adds low-latency
+/// input flags (see `input_args`).
+pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option<f64>) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate"].map(String::from).into();
+    a.extend(input_args(input, live));
+    a.extend(["-map".to_string(), "0:v:0".into(), "-an".into()]);
     let mut filter = format!("scale={width}:{height}");
     if let Some(f) = fps {
         filter.push_str(&format!(",fps={f}"));
@@ -76,11 +88,11 @@ pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option
 }
 
 /// Width and height of the first video stream, by `ffprobe`.
-fn probe_size(ffprobe: &Path, input: &str) -> std::result::Result<(u32, u32), String> {
+fn probe_size(ffprobe: &Path, input: &str, live: bool) -> std::result::Result<(u32, u32), String> {
     let mut cmd = Command::new(ffprobe);
     cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height"]);
     cmd.args(["-of", "default=noprint_wrappers=1"]);
-    cmd.arg(input);
+    cmd.args(input_args(input, live));
     let (status, out, err) = run_with_timeout(cmd, PROBE_TIMEOUT).map_err(|e| format!("cannot run ffprobe: {e}"))?;
     let err = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
     match status {
@@ -146,7 +158,7 @@ impl FfmpegSource {
         let live = matches!(input, Input::Url(_));
         let size = match capture.size() {
             Some(s) => s,
-            None => probe_size(&tool("ffprobe")?, &input.arg()).map_err(|reason| match &input {
+            None => probe_size(&tool("ffprobe")?, &input.arg(), live).map_err(|reason| match &input {
                 Input::File(p) => RuntimeError::NotVideo { path: p.clone(), reason },
                 Input::Url(u) => RuntimeError::Capture {
                     source_name: u.clone(),
@@ -280,11 +292,18 @@ mod tests {
         let a = ffmpeg_args("clip.mp4", false, 320, 240, None).join(" ");
         assert!(a.contains("-i clip.mp4 -map 0:v:0"), "{a}");
         assert!(a.contains("-vf scale=320:240 -vsync passthrough -f rawvideo -pix_fmt rgb24 -"), "{a}");
-        assert!(!a.contains("nobuffer"), "{a}");
+        assert!(!a.contains("nobuffer") && !a.contains("fpsprobesize"), "{a}");
         let s = ffmpeg_args("rtsp://cam/1", true, 640, 480, Some(5.0)).join(" ");
         assert!(
-            s.contains("-rtsp_transport tcp") && s.contains("nobuffer") && s.contains("scale=640:480,fps=5"),
+            s.contains("-fpsprobesize 0 -rtsp_transport tcp -i rtsp://cam/1")
+                && s.contains("nobuffer")
+                && s.contains("scale=640:480,fps=5"),
             "{s}"
+        );
+        // The probe opens the stream the way the decoder will (TCP for RTSP).
+        assert_eq!(
+            input_args("rtsp://cam/1", true)[4..],
+            ["-fpsprobesize", "0", "-rtsp_transport", "tcp", "-i", "rtsp://cam/1"]
         );
     }
 }
