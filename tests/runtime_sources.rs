@@ -190,6 +190,74 @@ fn a_video_file_is_classified_frame_by_frame_in_order() {
     assert_eq!(records(&out).iter().map(top1_is_cat).collect::<Vec<_>>(), cats);
 }
 
+/// Copies `stored` to `tagged` with the display rotation of a portrait phone video whose frames
+/// are stored a quarter turn counter-clockwise (ffprobe: `rotation=-90`): `-metadata rotate`
+/// up to ffmpeg 6, `-display_rotation` from 6.1.
+fn tag_portrait(stored: &Path, tagged: &Path) {
+    let src = s(stored);
+    let tagging: [&[&str]; 2] = [
+        &["-i", &src, "-c", "copy", "-metadata:s:v:0", "rotate=270"],
+        &["-display_rotation", "-90", "-i", &src, "-c", "copy"],
+    ];
+    for args in tagging {
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(tagged)
+            .output()
+            .unwrap();
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream_side_data=rotation", "-of", "csv=p=0"])
+            .arg(tagged)
+            .output()
+            .unwrap();
+        if out.status.success() && stdout(&probe).trim() == "-90" {
+            return;
+        }
+    }
+    panic!("this ffmpeg cannot write a display rotation into {}", tagged.display());
+}
+
+/// A portrait phone video: frames stored turned, with the tag that tells players to turn them
+/// back. perch classifies what players show, as it does for a photo's EXIF orientation.
+#[test]
+fn a_phone_video_s_rotation_tag_is_applied_like_a_photo_s_exif_orientation() {
+    require_ffmpeg();
+    let dir = tempfile::tempdir().unwrap();
+    let chelsea = s(&photos_dir().join("chelsea.png"));
+    // Three frames of lossless H.264 in 4:4:4: the stored frames are exactly the upright ones, turned.
+    let encode = |filter: &str, out: &Path| {
+        let input = ["-loop", "1", "-i", &chelsea, "-vf", filter, "-t", "0.6", "-r", "5"];
+        ffmpeg(&[&input[..], &["-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", &s(out)]].concat());
+    };
+    let (upright, stored, tagged) =
+        (dir.path().join("upright.mp4"), dir.path().join("stored.mp4"), dir.path().join("portrait.mp4"));
+    encode("scale=450:300", &upright);
+    encode("scale=450:300,transpose=2", &stored);
+    tag_portrait(&stored, &tagged);
+    let classify = |video: &Path| {
+        let out = edge_runtime(&run_args(&format!("video:{}", s(video)), &["--emit", "jsonl"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        (records(&out), stderr(&out))
+    };
+    let (want, _) = classify(&upright);
+    let (got, err) = classify(&tagged);
+    let note = "portrait.mp4: its rotation tag turns the frames 90 degrees clockwise, as players show them (450x300)";
+    assert!(err.contains(note), "{err}");
+    assert_eq!(got.len(), 3, "{err}");
+    assert_eq!(want.len(), 3);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(top1_is_cat(g), "{g:?}");
+        for (a, b) in g.top.iter().zip(&w.top) {
+            assert!(a.index == b.index && (a.score - b.score).abs() < 1e-4, "tagged {g:?}\nupright {w:?}");
+        }
+    }
+    // The stored frames as they are (what perch classified before it read the tag) differ.
+    let (sideways, _) = classify(&stored);
+    let (a, b) = (&sideways[0].top[0], &want[0].top[0]);
+    assert!(a.index != b.index || (a.score - b.score).abs() > 0.01, "sideways {a:?}, upright {b:?}");
+}
+
 /// `ffmpeg -listen 1` serving `photo` as MJPEG over HTTP on 127.0.0.1:`port` (one client).
 fn serve_mjpeg(photo: &Path, port: u16) -> KillOnDrop {
     let url = format!("http://127.0.0.1:{port}/feed.mjpg");

@@ -132,6 +132,9 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
 fn run_cmd(spec: SourceSpec, args: StreamArgs) -> anyhow::Result<ExitCode> {
     // Open the source before the (slower) model load so a missing camera fails fast.
     let source = source::open_with(&spec, args.looping, args.model.limits(), &args.capture.options())?;
+    if let Some(note) = source.note() {
+        eprintln!("{note}");
+    }
     if args.looping && source.is_live() {
         eprintln!(
             "warning: --loop ignored: {} is a live source and never ends (--loop restarts dir: sources)",

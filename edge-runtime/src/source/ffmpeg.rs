@@ -6,9 +6,11 @@
 //! `-vf scale=W:H`: W x H is `--width/--height` when given, otherwise what `ffprobe` reports
 //! for the first video stream. Forcing the size even when it is the probed one keeps the frame
 //! length fixed if a stream changes resolution midway (the reader would otherwise lose its
-//! place), and `-noautorotate` keeps ffmpeg from swapping width and height for a phone video's
-//! rotation tag (use `--rotate`). Giving `--width/--height` for a stream skips the probe, which
-//! otherwise costs one extra connection.
+//! place). A phone video's rotation tag is applied as players apply it (ffmpeg's autorotate,
+//! before the scale), the way photos follow their EXIF orientation: the probe reads the tag too
+//! and swaps the probed width and height for a quarter turn. `--rotate` turns frames further.
+//! Giving `--width/--height` for a stream skips the probe, which otherwise costs one extra
+//! connection.
 //!
 //! Files are not live: ffmpeg waits for the pipeline, every frame is classified in order.
 //! Streams are live: stale frames are dropped, and a stream that ends or stalls is reconnected.
@@ -73,8 +75,7 @@ fn input_args(input: &str, live: bool) -> Vec<String> {
 /// resample to `fps` when given), write raw RGB24 frames to stdout. `live` adds low-latency
 /// input flags (see `input_args`).
 pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option<f64>) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate"].map(String::from).into();
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error"].map(String::from).into();
     a.extend(input_args(input, live));
     a.extend(["-map".to_string(), "0:v:0".into(), "-an".into()]);
     let mut filter = format!("scale={width}:{height}");
@@ -87,10 +88,11 @@ pub fn ffmpeg_args(input: &str, live: bool, width: u32, height: u32, fps: Option
     a
 }
 
-/// Width and height of the first video stream, by `ffprobe`.
-fn probe_size(ffprobe: &Path, input: &str, live: bool) -> std::result::Result<(u32, u32), String> {
+/// The first video stream as ffmpeg will deliver it, by `ffprobe`.
+fn probe(ffprobe: &Path, input: &str, live: bool) -> std::result::Result<Probed, String> {
     let mut cmd = Command::new(ffprobe);
-    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height"]);
+    cmd.args(["-v", "error", "-select_streams", "v:0"]);
+    cmd.args(["-show_entries", "stream=width,height:stream_side_data=rotation"]);
     cmd.args(["-of", "default=noprint_wrappers=1"]);
     cmd.args(input_args(input, live));
     let (status, out, err) = run_with_timeout(cmd, PROBE_TIMEOUT).map_err(|e| format!("cannot run ffprobe: {e}"))?;
@@ -105,14 +107,27 @@ fn probe_size(ffprobe: &Path, input: &str, live: bool) -> std::result::Result<(u
     parse_probe(&out).ok_or_else(|| "no video stream".into())
 }
 
-/// The first `width=` and `height=` of ffprobe's `default` output. An MPEG-TS input (a
-/// `udp://` stream, a `.ts` file) lists its stream again under its program, so the pair can
-/// come twice; a size of 0 (not yet known) is no size.
-fn parse_probe(out: &str) -> Option<(u32, u32)> {
-    let field = |key: &str| {
-        out.lines().find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('=')?.parse::<u32>().ok()).filter(|v| *v > 0)
-    };
-    Some((field("width")?, field("height")?))
+/// What the probe found: the size of the frames ffmpeg will write (after the rotation tag) and
+/// the tag's clockwise turn (0, 90, 180 or 270).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Probed {
+    size: (u32, u32),
+    turn_cw: u32,
+}
+
+/// The first `width=`, `height=` and `rotation=` of ffprobe's `default` output. An MPEG-TS
+/// input (a `udp://` stream, a `.ts` file) lists its stream again under its program, so the
+/// pair can come twice; a size of 0 (not yet known) is no size. `rotation` is the display
+/// matrix's counter-clockwise angle (-90: turn 90 degrees clockwise to show it upright); a
+/// quarter turn swaps the stored width and height, as ffmpeg's autorotate does.
+fn parse_probe(out: &str) -> Option<Probed> {
+    let value = |key: &str| out.lines().find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='));
+    let size = |key: &str| value(key)?.parse::<u32>().ok().filter(|v| *v > 0);
+    let (w, h) = (size("width")?, size("height")?);
+    let ccw = value("rotation").and_then(|r| r.parse::<f64>().ok()).filter(|r| r.is_finite()).unwrap_or(0.0);
+    let turn_cw = ((-(ccw / 90.0).round() as i64).rem_euclid(4) * 90) as u32;
+    let size = if turn_cw % 180 == 90 { (h, w) } else { (w, h) };
+    Some(Probed { size, turn_cw })
 }
 
 pub struct FfmpegSource {
@@ -120,6 +135,8 @@ pub struct FfmpegSource {
     ffmpeg: PathBuf,
     args: Vec<String>,
     size: (u32, u32),
+    /// The clockwise turn of the video's rotation tag (0 when none or not probed).
+    turn_cw: u32,
     live: bool,
     stream: Option<ChildStream>,
     pending: VecDeque<Got>,
@@ -156,9 +173,9 @@ impl FfmpegSource {
         };
         let ffmpeg = tool("ffmpeg")?;
         let live = matches!(input, Input::Url(_));
-        let size = match capture.size() {
-            Some(s) => s,
-            None => probe_size(&tool("ffprobe")?, &input.arg(), live).map_err(|reason| match &input {
+        let probed = match capture.size() {
+            Some(size) => Probed { size, turn_cw: 0 },
+            None => probe(&tool("ffprobe")?, &input.arg(), live).map_err(|reason| match &input {
                 Input::File(p) => RuntimeError::NotVideo { path: p.clone(), reason },
                 Input::Url(u) => RuntimeError::Capture {
                     source_name: u.clone(),
@@ -166,12 +183,14 @@ impl FfmpegSource {
                 },
             })?,
         };
+        let Probed { size, turn_cw } = probed;
         let args = ffmpeg_args(&input.arg(), live, size.0, size.1, capture.fps);
         let mut source = FfmpegSource {
             input,
             ffmpeg,
             args,
             size,
+            turn_cw,
             live,
             stream: None,
             pending: VecDeque::new(),
@@ -224,6 +243,18 @@ impl FrameSource for FfmpegSource {
 
     fn frame_size(&self) -> Option<(u32, u32)> {
         Some(self.size)
+    }
+
+    fn note(&self) -> Option<String> {
+        (self.turn_cw != 0).then(|| {
+            format!(
+                "{}: its rotation tag turns the frames {} degrees clockwise, as players show them ({}x{}); --rotate turns them further",
+                self.describe(),
+                self.turn_cw,
+                self.size.0,
+                self.size.1
+            )
+        })
     }
 
     fn next(&mut self) -> Result<Fetch> {
@@ -279,11 +310,32 @@ mod tests {
 
     #[test]
     fn probe_output_of_files_and_mpeg_ts_streams_is_parsed() {
-        assert_eq!(parse_probe("width=451\nheight=300\n"), Some((451, 300)));
+        let size = |out: &str| parse_probe(out).map(|p| p.size);
+        assert_eq!(size("width=451\nheight=300\n"), Some((451, 300)));
         // What ffprobe prints for an MPEG-TS stream: the stream, then again under its program.
-        assert_eq!(parse_probe("width=450\nheight=300\nwidth=450\nheight=300\n"), Some((450, 300)));
+        assert_eq!(size("width=450\nheight=300\nwidth=450\nheight=300\n"), Some((450, 300)));
         for bad in ["", "width=0\nheight=0\n", "width=N/A\nheight=300\n", "height=300\n"] {
             assert_eq!(parse_probe(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_tag_gives_the_turn_and_the_size_players_show() {
+        // A portrait phone video: stored 1920x1080, displayed 1080x1920 (ffprobe: rotation=-90).
+        let cases = [
+            ("", (1920, 1080), 0),
+            ("rotation=0\n", (1920, 1080), 0),
+            ("rotation=-90\n", (1080, 1920), 90),
+            ("rotation=90\n", (1080, 1920), 270),
+            ("rotation=180\n", (1920, 1080), 180),
+            ("rotation=-180\n", (1920, 1080), 180),
+            ("rotation=270\n", (1080, 1920), 90),
+            ("rotation=-89.99\n", (1080, 1920), 90),
+            ("rotation=N/A\n", (1920, 1080), 0),
+        ];
+        for (tag, size, turn_cw) in cases {
+            let out = format!("width=1920\nheight=1080\n{tag}");
+            assert_eq!(parse_probe(&out), Some(Probed { size, turn_cw }), "{tag:?}");
         }
     }
 

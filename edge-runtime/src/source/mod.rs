@@ -99,6 +99,10 @@ pub trait FrameSource: Send {
     fn frame_size(&self) -> Option<(u32, u32)> {
         None
     }
+    /// A line worth logging once the source is open (a video's rotation tag being applied).
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A parsed `--source` value.
