@@ -484,6 +484,9 @@ fn collect(
         }
         Items::Source { spec, capture, frames, every } => {
             let mut src = source::open_with(&spec, false, limits, &capture)?;
+            if let Some(note) = src.note() {
+                progress(&note);
+            }
             source_name = src.describe();
             let live = src.is_live();
             let transform = capture.transform();

@@ -173,7 +173,7 @@ impl FfmpegSource {
         };
         let ffmpeg = tool("ffmpeg")?;
         let live = matches!(input, Input::Url(_));
-        let probed = match capture.size() {
+        let Probed { size, turn_cw } = match capture.size() {
             Some(size) => Probed { size, turn_cw: 0 },
             None => probe(&tool("ffprobe")?, &input.arg(), live).map_err(|reason| match &input {
                 Input::File(p) => RuntimeError::NotVideo { path: p.clone(), reason },
@@ -183,7 +183,6 @@ impl FfmpegSource {
                 },
             })?,
         };
-        let Probed { size, turn_cw } = probed;
         let args = ffmpeg_args(&input.arg(), live, size.0, size.1, capture.fps);
         let mut source = FfmpegSource {
             input,
