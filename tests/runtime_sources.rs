@@ -266,13 +266,23 @@ fn serve_mjpeg(photo: &Path, port: u16) -> KillOnDrop {
         .args(["-c:v", "mjpeg", "-q:v", "3", "-f", "mpjpeg", "-listen", "1", &url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the ffmpeg server");
-    let server = KillOnDrop(child);
+    listening(KillOnDrop(child), port, "ffmpeg", "")
+}
+
+/// `server` once it listens on 127.0.0.1:`port` (within 20 s). One that exits first fails the
+/// test with its stderr and `hint`.
+fn listening(mut server: KillOnDrop, port: u16, what: &str, hint: &str) -> KillOnDrop {
     let until = Instant::now() + Duration::from_secs(20);
     while !is_listening(port) {
-        assert!(Instant::now() < until, "ffmpeg did not listen on 127.0.0.1:{port}");
+        if let Ok(Some(status)) = server.0.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("{what} exited ({status}): {err}{hint}");
+        }
+        assert!(Instant::now() < until, "{what} did not listen on 127.0.0.1:{port}");
         std::thread::sleep(Duration::from_millis(50));
     }
     server
@@ -353,21 +363,9 @@ fn serve_rtsp(clip: &Path, port: u16) -> KillOnDrop {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start /usr/bin/python3 (Debian's python3)");
-    let mut server = KillOnDrop(child);
-    let until = Instant::now() + Duration::from_secs(20);
-    while !is_listening(port) {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!(
-                "the RTSP server exited ({status}): {err}\nThis test needs GStreamer's RTSP server: \
-                 `sudo apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`"
-            );
-        }
-        assert!(Instant::now() < until, "the RTSP server did not listen on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    let hint = "\nThis test needs GStreamer's RTSP server: \
+                `sudo apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`";
+    listening(KillOnDrop(child), port, "the RTSP server", hint)
 }
 
 #[test]
