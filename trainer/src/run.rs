@@ -219,9 +219,24 @@ impl DeviceKind {
         match self {
             DeviceKind::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
-            DeviceKind::Wgpu => Device::wgpu_options().init().map_err(|e| {
-                err(format!("no usable GPU adapter ({e}): wgpu needs a Vulkan (Linux) or Metal (macOS) driver"))
-            }),
+            DeviceKind::Wgpu => {
+                let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
+                    err(format!("no usable GPU adapter ({e}): wgpu needs a Vulkan (Linux) or Metal (macOS) driver"))
+                })?;
+                let info = setup.adapter.get_info();
+                tracing::info!(adapter = %info.name, backend = ?info.backend, kind = ?info.device_type, "wgpu device");
+                if info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
+                    // What wgpu falls back to on a box without the GPU's Vulkan driver (lavapipe,
+                    // llvmpipe): it works, several times slower than --device flex.
+                    tracing::warn!(
+                        "wgpu found no GPU, only {} (a Vulkan driver that runs on the CPU, slower than --device flex): \
+                         install the GPU's Vulkan driver (NVIDIA: its driver; AMD/Intel: mesa-vulkan-drivers), or \
+                         use --device flex",
+                        info.name
+                    );
+                }
+                Ok(device)
+            }
             #[cfg(feature = "cuda")]
             DeviceKind::Cuda => probe(Device::cuda(0)).map_err(|panic| {
                 err(format!(
