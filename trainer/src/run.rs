@@ -263,7 +263,7 @@ fn probe(device: Device) -> Result<Device, String> {
     std::panic::set_hook(Box::new(move |info| {
         let mut slot = common::lock(&seen);
         if slot.is_none() {
-            *slot = Some(info.payload_as_str().unwrap_or("the runtime panicked").to_string());
+            *slot = Some(common::panic_message(info.payload()));
         }
     }));
     let result =
