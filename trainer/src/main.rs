@@ -34,11 +34,8 @@ fn main() -> Result<()> {
             for (p, why) in &report.skipped {
                 println!("  skipped {}: {why}", p.display());
             }
-            for c in &m.per_class {
-                println!(
-                    "  {:<20} precision {:.3} recall {:.3} f1 {:.3} (n={})",
-                    c.label, c.precision, c.recall, c.f1, c.support
-                );
+            for line in m.class_lines() {
+                println!("  {line}");
             }
         }
         Command::Predict(args) => {

@@ -80,6 +80,21 @@ pub fn imbalance_warning(names: &[String], counts: &[usize], weights: ClassWeigh
     })
 }
 
+/// A warning naming the classes that have no validation images: val accuracy, and so the
+/// choice of the best epoch, cannot see how the model does on them.
+pub fn unvalidated_warning(names: &[String], val_counts: &[usize]) -> Option<String> {
+    let missing: Vec<&str> =
+        names.iter().zip(val_counts).filter(|(_, n)| **n == 0).map(|(name, _)| name.as_str()).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "no validation images for {}: val accuracy, which picks the best epoch, does not measure {}; put a few \
+             photos in val/<class>/ (with --val-split a class needs at least 2 images to give one to val)",
+            missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub backbone: Backbone,
@@ -329,5 +344,14 @@ mod tests {
         );
         assert!(imbalance_warning(&names, &[300, 100], ClassWeights::Auto).is_none());
         assert!(imbalance_warning(&names, &[120, 100], ClassWeights::None).is_none());
+    }
+
+    #[test]
+    fn classes_without_validation_images_are_named() {
+        let names: Vec<String> = ["ants", "bees", "wasps"].map(String::from).to_vec();
+        assert!(unvalidated_warning(&names, &[3, 2, 1]).is_none());
+        let warn = unvalidated_warning(&names, &[3, 0, 0]).unwrap();
+        assert!(warn.starts_with("no validation images for 'bees', 'wasps':"), "{warn}");
+        assert!(warn.contains("does not measure them"), "{warn}");
     }
 }

@@ -15,6 +15,7 @@ use burn::tensor::Device;
 
 use super::epoch::{Forward, Pass, Rows, bar, epoch_rng, evaluate, head_forward, top_forward, train_epoch};
 use super::setup::Prepared;
+use crate::cache::Extracted;
 use crate::checkpoint::{self, CheckpointState, TrainedModel, load_module, save_module};
 use crate::error::TrainerError;
 use crate::head::Head;
@@ -60,9 +61,9 @@ impl Phase {
 }
 
 /// Training images per class.
-fn class_counts(data: &Prepared) -> Vec<usize> {
-    let mut counts = vec![0; data.labels.len()];
-    for s in &data.train.samples {
+fn class_counts(split: &Extracted, classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
+    for s in &split.samples {
         counts[s.label] += 1;
     }
     counts
@@ -135,13 +136,20 @@ impl<'a> Session<'a> {
             best_epoch: 0,
         });
         info.val_accuracy = state.best_val_acc.max(0.0);
-        if let Some(w) = crate::run::imbalance_warning(&data.labels.0, &class_counts(data), cfg.class_weights) {
+        if let Some(w) = crate::run::imbalance_warning(
+            &data.labels.0,
+            &class_counts(&data.train, data.labels.len()),
+            cfg.class_weights,
+        ) {
+            tracing::warn!("{w}");
+        }
+        if let Some(w) = crate::run::unvalidated_warning(&data.labels.0, &class_counts(&data.val, data.labels.len())) {
             tracing::warn!("{w}");
         }
         info.best_epoch = state.best_epoch;
         info.write(run_dir)?;
         history::write(run_dir, &state.history)?;
-        let weights = cfg.class_weights.weights(&class_counts(data));
+        let weights = cfg.class_weights.weights(&class_counts(&data.train, data.labels.len()));
         info.class_weights = weights.clone();
         let loss = |d: &Device, weights: &[f32]| {
             CrossEntropyLossConfig::new()

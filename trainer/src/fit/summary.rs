@@ -76,13 +76,8 @@ impl std::fmt::Display for FitSummary {
             None => writeln!(f, "epoch time     first {:.2}s (incl. features)", self.first_epoch_seconds)?,
         }
         writeln!(f, "best           epoch {}, val accuracy {:.4}", self.best_epoch, self.metrics.accuracy)?;
-        for (c, name) in self.metrics.labels.iter().enumerate() {
-            let pc = &self.metrics.per_class[c];
-            writeln!(
-                f,
-                "  {name:<20} precision {:.3} recall {:.3} f1 {:.3} (n={})",
-                pc.precision, pc.recall, pc.f1, pc.support
-            )?;
+        for line in self.metrics.class_lines() {
+            writeln!(f, "  {line}")?;
         }
         let mut files = "run.json best.bpk history.csv history.json metrics.json".to_string();
         if let Some(e) = self.refit_epochs {
