@@ -253,12 +253,23 @@ impl DeviceKind {
                 Ok(device)
             }
             #[cfg(feature = "cuda")]
-            DeviceKind::Cuda => probe(Device::cuda(0)).map_err(|panic| {
-                err(format!(
-                    "no CUDA GPU could be used ({panic}): cuda needs an NVIDIA GPU and its driver (libcuda.so); \
-                     `nvidia-smi` should list the GPU"
-                ))
-            }),
+            DeviceKind::Cuda => {
+                let device = probe(Device::cuda(0)).map_err(|panic| {
+                    err(format!(
+                        "no CUDA GPU could be used ({panic}): cuda needs an NVIDIA GPU and its driver (libcuda.so); \
+                         `nvidia-smi` should list the GPU"
+                    ))
+                })?;
+                // The probe ran on GPU 0, so the driver is loaded: name it, as --device wgpu names
+                // its adapter (a box with two GPUs shows which one trains).
+                match cudarc::driver::CudaContext::new(0).and_then(|c| Ok((c.name()?, c.total_mem()?))) {
+                    Ok((name, bytes)) => {
+                        tracing::info!(gpu = %name, memory_gib = format!("{:.1}", bytes as f64 / (1u64 << 30) as f64), "cuda device 0")
+                    }
+                    Err(e) => tracing::warn!("cuda device 0 works but its name could not be read: {e}"),
+                }
+                Ok(device)
+            }
             #[allow(unreachable_patterns)]
             _ => Err(err("not compiled in".into())),
         }
