@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use models::preprocess::{HEIF_HINT, is_heif_path, is_hidden_entry, is_image_path, load_image};
+use models::preprocess::{HEIF_HINT, PassedOver, find_images, load_image};
 use models::{ImageLimits, Preprocessor};
 use serde::{Deserialize, Serialize};
 
@@ -76,31 +76,16 @@ pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Skipped>) {
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>, seen: &mut HashSet<PathBuf>) {
-    // Folders by their real path: a symlink back up the tree would otherwise recurse until the
-    // stack overflows.
-    if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            skipped.push(Skipped {
-                path: dir.to_path_buf(),
-                reason: format!("cannot list folder {}: {e}", dir.display()),
-            });
-            return;
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths.into_iter().filter(|p| !is_hidden_entry(p)) {
-        if p.is_dir() {
-            walk(&p, files, skipped, seen);
-        } else if is_image_path(&p) {
-            files.push(p);
-        } else if is_heif_path(&p) {
-            skipped.push(Skipped { path: p, reason: HEIF_HINT.into() });
-        }
+    let mut passed = Vec::new();
+    find_images(dir, seen, files, &mut passed);
+    // Other files (notes, sidecars, videos) in a photo folder are not worth a line each.
+    for (path, why) in passed {
+        let reason = match why {
+            PassedOver::NotImage => continue,
+            PassedOver::Heif => HEIF_HINT.to_string(),
+            PassedOver::Unlistable(e) => format!("cannot list folder {}: {e}", path.display()),
+        };
+        skipped.push(Skipped { path, reason });
     }
 }
 

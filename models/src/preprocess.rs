@@ -350,6 +350,60 @@ pub fn is_image_path(path: &Path) -> bool {
     has_extension(path, &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"])
 }
 
+/// An entry [`find_images`] passed over, and why.
+#[derive(Debug)]
+pub enum PassedOver {
+    /// A HEIC/HEIF/AVIF photo (see [`HEIF_HINT`]).
+    Heif,
+    /// A file whose extension is not an image's.
+    NotImage,
+    /// A folder that could not be listed.
+    Unlistable(std::io::Error),
+}
+
+impl std::fmt::Display for PassedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PassedOver::Heif => f.write_str(HEIF_HINT),
+            PassedOver::NotImage => f.write_str("not an image file (by extension)"),
+            PassedOver::Unlistable(e) => write!(f, "cannot list the folder: {e}"),
+        }
+    }
+}
+
+/// The image files under `dir`, recursively: each folder's entries in sorted order (so the
+/// result is sorted by path), hidden entries and `__MACOSX` left out. What is passed over is
+/// added to `passed`. `seen` holds the real paths of folders already searched: a folder reached
+/// twice (a symlink loop such as `latest -> .`) is searched once. The one folder walk of perch:
+/// `classify`, `dir:` sources, `enrol --from-folder` and the trainer's class folders.
+pub fn find_images(
+    dir: &Path,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    images: &mut Vec<PathBuf>,
+    passed: &mut Vec<(PathBuf, PassedOver)>,
+) {
+    if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return passed.push((dir.to_path_buf(), PassedOver::Unlistable(e))),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths.into_iter().filter(|p| !is_hidden_entry(p)) {
+        if p.is_dir() {
+            find_images(&p, seen, images, passed);
+        } else if is_image_path(&p) {
+            images.push(p);
+        } else if is_heif_path(&p) {
+            passed.push((p, PassedOver::Heif));
+        } else {
+            passed.push((p, PassedOver::NotImage));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

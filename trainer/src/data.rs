@@ -66,25 +66,15 @@ fn class_name(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Image files of one class folder (not recursive); other files go to `skipped`.
+/// Image files of one class folder and its sub-folders (a class's photos sorted into
+/// `2023/`, `garden/`, ... belong to it, as in Keras' and torchvision's image folders); other
+/// files go to `skipped`.
 fn class_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>, TrainerError> {
-    let mut files = Vec::new();
-    for p in sorted_entries(dir)? {
-        if models::preprocess::is_hidden_entry(&p) {
-            continue;
-        } else if p.is_dir() {
-            skipped.push((p, "sub-folder inside a class folder (not searched)".into()));
-        } else if models::preprocess::is_image_path(&p) {
-            files.push(p);
-        } else {
-            let reason = if models::preprocess::is_heif_path(&p) {
-                models::preprocess::HEIF_HINT
-            } else {
-                "not an image file (by extension)"
-            };
-            skipped.push((p, reason.into()));
-        }
-    }
+    // The class folder itself must be readable; an unreadable folder below it is a skip.
+    std::fs::read_dir(dir).map_err(TrainerError::io(dir))?;
+    let (mut files, mut passed) = (Vec::new(), Vec::new());
+    models::preprocess::find_images(dir, &mut Default::default(), &mut files, &mut passed);
+    skipped.extend(passed.into_iter().map(|(p, why)| (p, why.to_string())));
     Ok(files)
 }
 
@@ -129,7 +119,7 @@ fn require_trainable(
             // A folder of iPhone photos is the likely case: say what it holds and what to do.
             let heif = skipped
                 .iter()
-                .filter(|(p, _)| p.parent() == Some(class_dir.as_path()) && models::preprocess::is_heif_path(p))
+                .filter(|(p, _)| p.starts_with(&class_dir) && models::preprocess::is_heif_path(p))
                 .count();
             let why = if heif > 0 {
                 format!(
@@ -351,6 +341,30 @@ mod tests {
         assert_eq!(s1.skipped.len(), 2, "{:?}", s1.skipped);
         assert!(s1.skipped.iter().any(|(p, why)| p.ends_with("b/IMG_0001.HEIC") && why.contains("HEIC")));
         assert_eq!(s1.limited(Some(3)).train.len(), 6);
+    }
+
+    #[test]
+    fn a_class_folder_s_sub_folders_belong_to_it() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ants/1.jpg", "ants/2023/2.jpg", "ants/2023/june/3.png", "bees/1.jpg", "bees/garden/IMG_2.HEIC"] {
+            touch(&d.path().join("train").join(f));
+        }
+        touch(&d.path().join("val/ants/old/v.jpg"));
+        touch(&d.path().join("val/bees/v.jpg"));
+        // A symlink back up the class folder is searched once.
+        std::os::unix::fs::symlink("..", d.path().join("train/ants/2023/up")).unwrap();
+        let s = open_image_folder(d.path(), None, 0).unwrap();
+        let rel = |v: &[Sample]| -> Vec<String> {
+            v.iter().map(|x| x.path.strip_prefix(d.path()).unwrap().display().to_string()).collect()
+        };
+        assert_eq!(
+            rel(&s.train),
+            ["train/ants/1.jpg", "train/ants/2023/2.jpg", "train/ants/2023/june/3.png", "train/bees/1.jpg"]
+        );
+        assert_eq!(s.train.iter().map(|x| x.label).collect::<Vec<_>>(), [0, 0, 0, 1]);
+        assert_eq!(rel(&s.val), ["val/ants/old/v.jpg", "val/bees/v.jpg"]);
+        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+        assert!(s.skipped[0].0.ends_with("bees/garden/IMG_2.HEIC") && s.skipped[0].1.contains("HEIC"));
     }
 
     #[test]
