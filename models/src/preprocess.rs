@@ -119,24 +119,20 @@ pub fn decode_image(bytes: &[u8], path: &Path, limits: ImageLimits) -> Result<Dy
         let reason = if is_heif(bytes) { HEIF_HINT } else { "not a recognised image format" };
         return Err(ModelsError::Decode { path: path_buf(), reason: reason.into() });
     }
-    // Check the header's dimensions before allocating the pixels.
-    let (width, height) = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| decode_err(&e))?
-        .into_dimensions()
-        .map_err(|e| decode_err(&e))?;
-    if width == 0 || height == 0 {
-        return Err(ModelsError::ZeroSize { path: path_buf(), width, height });
-    }
-    if width as u64 * height as u64 > limits.max_pixels {
-        return Err(ModelsError::TooLarge { path: path_buf(), width, height, max_pixels: limits.max_pixels });
-    }
     let mut reader = reader;
     let mut img_limits = image::Limits::default();
     // 16-bit RGBA at the pixel limit, plus slack for the decoder.
     img_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(img_limits);
     let mut decoder = reader.into_decoder().map_err(|e| decode_err(&e))?;
+    // The header's dimensions, checked before the pixels are allocated.
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ModelsError::ZeroSize { path: path_buf(), width, height });
+    }
+    if width as u64 * height as u64 > limits.max_pixels {
+        return Err(ModelsError::TooLarge { path: path_buf(), width, height, max_pixels: limits.max_pixels });
+    }
     // A phone photo is stored as the sensor saw it and tagged with how to turn it (EXIF
     // Orientation); viewers apply the tag, so the model must see what the user sees. A damaged
     // EXIF block leaves the pixels as stored rather than rejecting the photo.
