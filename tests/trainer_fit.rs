@@ -190,6 +190,21 @@ fn killed_fit_resumes_to_the_same_result_as_an_uninterrupted_one() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("bees") || String::from_utf8_lossy(&out.stdout).contains("ants")
     );
+
+    // A folder is searched recursively, in path order, as `edge-runtime classify` does; other
+    // files in it are passed over.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(photos.join("2023")).unwrap();
+    std::fs::copy(&bee, photos.join("b.jpg")).unwrap();
+    std::fs::copy(&bee, photos.join("2023/a.jpg")).unwrap();
+    std::fs::write(photos.join("notes.txt"), b"not a photo").unwrap();
+    let out = run_ok(trainer().args(["predict", "--run", a.to_str().unwrap(), "--json", photos.to_str().unwrap()]));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [photos.join("2023/a.jpg").to_str().unwrap(), photos.join("b.jpg").to_str().unwrap()]);
+    assert_eq!(lines[0]["top"], lines[1]["top"], "the same photo twice");
+    fails_with(&["predict", "--run", a.to_str().unwrap(), tmp.path().join("nowhere").to_str().unwrap()], &["nowhere"]);
 }
 
 fn first_image(dir: &Path) -> PathBuf {

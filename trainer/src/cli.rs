@@ -326,7 +326,7 @@ impl From<EvalArgs> for EvalOptions {
 pub struct PredictArgs {
     #[command(flatten)]
     pub run: RunArg,
-    /// Image files.
+    /// Image files or folders (recursive)
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Classes shown per image.

@@ -40,9 +40,9 @@ fn main() -> Result<()> {
         }
         Command::Predict(args) => {
             let opts: trainer::predict::PredictOptions = args.into();
-            let failed = trainer::predict::run(&opts).context("trainer predict failed")?;
-            if failed > 0 {
-                bail!("{failed} of {} images could not be classified", opts.images.len());
+            let s = trainer::predict::run(&opts).context("trainer predict failed")?;
+            if s.failed > 0 {
+                bail!("{} of {} images could not be classified", s.failed, s.failed + s.classified);
             }
         }
         Command::Export(args) => {

@@ -18,7 +18,7 @@ use crate::run::{DeviceKind, RunInfo};
 pub struct PredictOptions {
     /// The `trainer fit --out` folder.
     pub run: PathBuf,
-    /// Image files.
+    /// Image files and folders (searched recursively).
     pub images: Vec<PathBuf>,
     /// Classes shown per image (at least 1).
     pub top_k: usize,
@@ -72,15 +72,33 @@ pub fn classify_files(
     out
 }
 
-/// Prints predictions; returns how many images failed (unreadable/undecodable).
-pub fn run(opts: &PredictOptions) -> Result<usize, TrainerError> {
+/// How a `trainer predict` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PredictSummary {
+    pub classified: usize,
+    /// Unreadable, undecodable or missing files, and HEIC photos found in folders.
+    pub failed: usize,
+}
+
+/// Prints predictions for the files and the images under the folders (recursive, sorted, as
+/// `edge-runtime classify` finds them).
+pub fn run(opts: &PredictOptions) -> Result<PredictSummary, TrainerError> {
+    let (images, passed) = edge_runtime::classify::collect_images(&opts.images);
+    if images.is_empty() && passed.is_empty() {
+        let paths = opts.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(TrainerError::InvalidArgument(format!("no image files in {paths}")));
+    }
+    for p in &passed {
+        eprintln!("error: {}: {}", p.path.display(), p.reason);
+    }
     let device = opts.device.device()?;
     let (model, info) = load_best(&opts.run, &device)?;
-    let results = classify_files(&model, &info, &opts.images, 16, &device);
-    let mut failed = 0;
-    for (path, r) in opts.images.iter().zip(results) {
+    let results = classify_files(&model, &info, &images, 16, &device);
+    let mut summary = PredictSummary { classified: 0, failed: passed.len() };
+    for (path, r) in images.iter().zip(results) {
         match r {
             Ok(c) => {
+                summary.classified += 1;
                 let record = ImageRecord {
                     path: path.display().to_string(),
                     top: info.labels.top_k(&c.probs, opts.top_k),
@@ -94,10 +112,10 @@ pub fn run(opts: &PredictOptions) -> Result<usize, TrainerError> {
                 }
             }
             Err(e) => {
-                failed += 1;
+                summary.failed += 1;
                 eprintln!("error: {e}");
             }
         }
     }
-    Ok(failed)
+    Ok(summary)
 }
