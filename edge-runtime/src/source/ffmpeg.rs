@@ -380,4 +380,44 @@ mod tests {
             ["-fpsprobesize", "0", "-analyzeduration", "1000000", "-rtsp_transport", "tcp", "-i", "rtsp://cam/1"]
         );
     }
+
+    #[test]
+    fn a_live_probe_that_finds_no_size_quickly_is_repeated_with_the_default_analysis() {
+        // A stand-in ffprobe: no size while the analysis is cut short (a stream whose first key
+        // frame came late), the size otherwise; every call is logged.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let (text, script) = (dir.path().join("ffprobe.txt"), dir.path().join("ffprobe"));
+        std::fs::write(
+            &text,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{d}/calls'\ncase \"$*\" in *analyzeduration*) exit 0 ;; esac\n\
+                 [ -e '{d}/never' ] || printf 'width=450\\nheight=300\\n'\n"
+            ),
+        )
+        .unwrap();
+        // Installed by another process: a write descriptor of this one, inherited by a child
+        // that another test thread forks, would make exec fail with ETXTBSY.
+        let ok = std::process::Command::new("install").args(["-m", "755"]).arg(&text).arg(&script).status().unwrap();
+        assert!(ok.success());
+        let calls = || std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+
+        let p = probe(&script, "udp://127.0.0.1:1234", true).unwrap();
+        assert_eq!(p.size, (450, 300));
+        let log = calls();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(log.lines().next().unwrap().contains("-analyzeduration 1000000"), "{log}");
+        assert!(!log.lines().nth(1).unwrap().contains("analyzeduration"), "{log}");
+
+        // A file is probed once, with ffmpeg's default analysis.
+        std::fs::remove_file(dir.path().join("calls")).unwrap();
+        assert_eq!(probe(&script, "clip.ts", false).unwrap().size, (450, 300));
+        assert_eq!(calls().lines().count(), 1);
+
+        // No size either way: "no video stream", after both tries.
+        std::fs::remove_file(dir.path().join("calls")).unwrap();
+        std::fs::write(dir.path().join("never"), b"").unwrap();
+        assert_eq!(probe(&script, "udp://127.0.0.1:1234", true).unwrap_err(), "no video stream");
+        assert_eq!(calls().lines().count(), 2);
+    }
 }
