@@ -143,6 +143,14 @@ fn to_samples(files: Vec<Vec<PathBuf>>) -> Vec<Sample> {
         .collect()
 }
 
+/// The folder of split `split` (`val`, `test`) of a dataset: `DIR/<split>`, except that the
+/// validation split is also found as `valid/` or `validation/` (the names Kaggle and Roboflow
+/// exports and Keras tutorials use) when there is no `val/`.
+pub fn split_dir(dir: &Path, split: &str) -> PathBuf {
+    let names: &[&str] = if split == "val" { &["val", "valid", "validation"] } else { &[split] };
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_dir()).unwrap_or_else(|| dir.join(split))
+}
+
 /// Opens an image-folder dataset. With `DIR/train`, validation comes from `DIR/val` (or
 /// `DIR/test`); `val_split` then is ignored unless neither exists. Without `DIR/train`, `DIR`
 /// holds the class folders and `val_split` (0..1) of each class is held out, chosen by `seed`.
@@ -155,7 +163,7 @@ pub fn open_image_folder(dir: &Path, val_split: Option<f32>, seed: u64) -> Resul
     }
     let mut skipped = Vec::new();
     let train_dir = dir.join("train");
-    let (val_dir, test_dir) = (dir.join("val"), dir.join("test"));
+    let (val_dir, test_dir) = (split_dir(dir, "val"), dir.join("test"));
     let has_train = train_dir.is_dir();
     let root = if has_train { train_dir } else { dir.to_path_buf() };
     let (names, files) = read_classes(&root, &mut skipped)?;
@@ -260,7 +268,7 @@ impl Splits {
 /// val accuracy measured.
 pub fn splits_for_run(info: &RunInfo) -> Result<Splits, TrainerError> {
     let mut s = open_image_folder(&info.data_dir, info.val_split, info.seed)?;
-    let legacy = info.split_version == 0 && !s.test.is_empty() && !info.data_dir.join("val").is_dir();
+    let legacy = info.split_version == 0 && !s.test.is_empty() && !split_dir(&info.data_dir, "val").is_dir();
     if legacy {
         s.train.append(&mut s.val);
         sort_samples(&mut s.train);
@@ -282,13 +290,15 @@ pub fn open_labelled_folder(
     }
     let root = match split {
         Some(s) => {
-            let root = dir.join(s);
+            let root = split_dir(dir, s);
             if !root.is_dir() {
                 return Err(dataset_err(dir, format!("has no {s}/ folder (--split {s})")));
             }
             root
         }
-        None => ["val", "test"].iter().map(|v| dir.join(v)).find(|p| p.is_dir()).unwrap_or_else(|| dir.to_path_buf()),
+        None => {
+            ["val", "test"].iter().map(|v| split_dir(dir, v)).find(|p| p.is_dir()).unwrap_or_else(|| dir.to_path_buf())
+        }
     };
     let mut skipped = Vec::new();
     let (names, files) = read_classes(&root, &mut skipped)?;
@@ -389,6 +399,13 @@ mod tests {
         }
         let s = open_image_folder(d.path(), None, 1).unwrap();
         assert_eq!((s.train.len(), s.val.len(), s.test.len()), (40, 2, 10));
+        // The same folder named validation/ (or valid/) is the validation split too.
+        std::fs::rename(d.path().join("val"), d.path().join("validation")).unwrap();
+        let s = open_image_folder(d.path(), None, 1).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (40, 2, 10));
+        assert!(s.val.iter().all(|v| v.path.starts_with(d.path().join("validation"))));
+        assert_eq!(split_dir(d.path(), "val"), d.path().join("validation"));
+        assert_eq!(split_dir(d.path(), "test"), d.path().join("test"));
     }
 
     #[test]

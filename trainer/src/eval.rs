@@ -39,7 +39,8 @@ pub fn run(args: &EvalOptions) -> Result<EvalReport, TrainerError> {
     let data = args.data.clone().unwrap_or_else(|| info.data_dir.clone());
     // `--split val` on the run's own data without a val/ folder: the validation images the run
     // held out of train/ (the split metrics.json was computed on).
-    let held_out = args.data.is_none() && args.split.as_deref() == Some("val") && !data.join("val").is_dir();
+    let held_out =
+        args.data.is_none() && args.split.as_deref() == Some("val") && !crate::data::split_dir(&data, "val").is_dir();
     let (samples, mut skipped) = if held_out {
         (crate::data::splits_for_run(&info)?.val, Vec::new())
     } else {
