@@ -91,8 +91,17 @@ pub(super) fn prepare(
     skipped.extend(train.skipped.iter().cloned());
     skipped.extend(val.skipped.iter().cloned());
     skipped.extend(test.skipped.iter().cloned());
-    for (path, why) in &skipped {
+    // A folder of sidecar files (annotations, notes) would otherwise print a line each.
+    const SHOWN: usize = 10;
+    for (path, why) in skipped.iter().take(SHOWN) {
         tracing::warn!("skipped {}: {why}", path.display());
+    }
+    if skipped.len() > SHOWN {
+        tracing::warn!(
+            "... and {} more skipped files (all {} are listed in run.json)",
+            skipped.len() - SHOWN,
+            skipped.len()
+        );
     }
     check_readable(&opts.data, &splits.labels, &train, &val)?;
     let preprocessing = opts.backbone.preprocessing();
